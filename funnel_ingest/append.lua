@@ -1,0 +1,74 @@
+-- Append one request's normalized items to the streams, atomically.
+-- Atomic so that the dedupe mark and the stream entry can never exist one without the other:
+-- a request that fails half-way leaves nothing, and its redelivery is appended in full.
+--
+-- ARGV[1] shards, ARGV[2] stream prefix, ARGV[3] dedupe ttl (s), ARGV[4] maxlen (0 = none),
+-- ARGV[5] status stream, ARGV[6] dead-letter stream, ARGV[7] rooms hash, ARGV[8] seen prefix,
+-- then per item: kind ('m'|'s'|'d'), dedupe id, room field ('' = none), customer key
+-- ('' = resolve from room), direction, nfields, field/value pairs...
+-- Returns {appended, duplicates, pending_room}.
+local shards = tonumber(ARGV[1])
+local prefix = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local maxlen = tonumber(ARGV[4])
+local status_stream = ARGV[5]
+local dead_stream = ARGV[6]
+local rooms = ARGV[7]
+local seen = ARGV[8]
+
+local function xadd(stream, fields)
+  if maxlen > 0 then
+    return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  end
+  return redis.call('XADD', stream, '*', unpack(fields))
+end
+
+local function shard_stream(key)
+  if shards <= 1 then return prefix end
+  local n = tonumber(string.sub(redis.sha1hex(key), 1, 8), 16) % shards
+  return prefix .. ':' .. n
+end
+
+local appended, duplicates, pending = 0, 0, 0
+local i = 9
+while i <= #ARGV do
+  local kind, id, room, customer, direction = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local n = tonumber(ARGV[i+5])
+  local fields = {}
+  for j = 1, 2 * n do fields[j] = ARGV[i + 5 + j] end
+  i = i + 6 + 2 * n
+  local fresh = true
+  if id ~= '' then
+    if ttl > 0 then
+      fresh = redis.call('SET', seen .. id, '1', 'NX', 'EX', ttl)
+    else
+      fresh = redis.call('SET', seen .. id, '1', 'NX')
+    end
+  end
+  if not fresh then
+    duplicates = duplicates + 1
+  elseif kind == 's' then
+    xadd(status_stream, fields); appended = appended + 1
+  elseif kind == 'd' then
+    xadd(dead_stream, fields); appended = appended + 1
+  else
+    if room ~= '' then
+      if customer ~= '' and direction == 'inbound' then
+        redis.call('HSETNX', rooms, room, customer)
+        customer = redis.call('HGET', rooms, room)
+      elseif customer == '' then
+        customer = redis.call('HGET', rooms, room) or ''
+      end
+    end
+    local route = customer
+    if customer == '' then
+      pending = pending + 1
+      route = 'room:' .. room
+    else
+      fields[#fields + 1] = 'customer_key'
+      fields[#fields + 1] = customer
+    end
+    xadd(shard_stream(route), fields); appended = appended + 1
+  end
+end
+return {appended, duplicates, pending}

@@ -1,0 +1,196 @@
+"""`funnel`: the project's command line.
+
+    funnel up | down | status [--env]   the local stack (Postgres, Redis, S3 server)
+    funnel migrate                      apply the SQL migrations
+    funnel api                          run the ingest API in the foreground
+    funnel demo                         stack up, API up, a burst of sample webhooks, counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    from .settings import get_settings
+    get_settings.cache_clear()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from . import stack
+    env = stack.up(log=_err)
+    _apply_env(env)
+    from . import db
+    from .settings import get_settings
+    db.ensure_database(get_settings().database_url)
+    applied = db.migrate(get_settings().database_url)
+    _err(f"migrations applied: {applied or 'none pending'}")
+    _err(f'stack is up; use it from a shell with: eval "$(funnel status --env)"')
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from . import stack
+    stack.down(log=_err)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import stack
+    if args.env:
+        for key, value in stack.stack_env().items():
+            print(f"{key}={shlex.quote(value)}")
+        return 0
+    st = stack.status()
+    for name in ("postgres", "redis", "s3"):
+        info = st.get(name, {})
+        state = "up" if info.get("up") else "down"
+        extra = " ".join(f"{k}={v}" for k, v in info.items() if k not in ("up",))
+        print(f"{name:9} {state:5} {extra}")
+    print(f"state dir {st.get('state_dir')}")
+    return 0 if all(st.get(n, {}).get("up") for n in ("postgres", "redis", "s3")) else 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import db
+    from .settings import get_settings
+    url = get_settings().database_url
+    db.ensure_database(url)
+    print(f"applied: {db.migrate(url) or 'none pending'}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+    uvicorn.run("funnel_ingest.main:app", host=args.host, port=args.port, log_level="info",
+                access_log=False)
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Popen:
+    """Start the API as a child process and wait until /readyz answers 200."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "funnel_ingest.main:app", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log"],
+        env={**os.environ, **env}, stdout=log_file.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode}; see {log_file}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"the API did not become ready in 60 s; see {log_file}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import s3, stack
+    from .samples import burst
+    from .sender import send_all
+    from .settings import get_settings
+
+    cmd_up(args)
+    env = stack.stack_env()
+    _apply_env(env)
+    settings = get_settings()
+    port = args.port or _free_port()
+    log_file = stack.state_dir() / "logs" / "api.log"
+    _err(f"starting the API on 127.0.0.1:{port} (log: {log_file})")
+    api = start_api(env, port, log_file)
+    try:
+        import redis
+        r = redis.Redis.from_url(settings.redis_url)
+        before = sum(r.xlen(k) for k in settings.stream_keys())
+        _err(f"sending {args.count} sample webhooks (WhatsApp, Qontak, generic) ...")
+        report = asyncio.run(send_all(f"http://127.0.0.1:{port}", burst(args.count, seed=args.seed),
+                                      env, concurrency=args.concurrency))
+        after = sum(r.xlen(k) for k in settings.stream_keys())
+        client = s3.client(settings)
+        objects = 0
+        for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=settings.raw_bucket, Prefix="raw/"):
+            objects += page.get("KeyCount", 0)
+        print(f"webhooks sent:            {report.sent} in {report.seconds:.2f} s "
+              f"({report.sent / max(report.seconds, 1e-9):.0f}/s)")
+        print(f"accepted (2xx):           {report.accepted}   other: "
+              f"{dict((k, v) for k, v in report.statuses.items() if not 200 <= k < 300) or 0}")
+        print(f"latency p50 / p99:        {report.percentile(50) * 1000:.1f} ms / "
+              f"{report.percentile(99) * 1000:.1f} ms")
+        print(f"archived raw objects:     {objects} in s3://{settings.raw_bucket}/raw/")
+        print(f"stream entries:           {after} ({after - before:+d}) in "
+              f"{', '.join(settings.stream_keys())}")
+        return 0 if report.accepted == report.sent else 1
+    finally:
+        api.terminate()
+        try:
+            api.wait(10)
+        except subprocess.TimeoutExpired:
+            api.kill()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="funnel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start (or reuse) Postgres, Redis and an S3 server").set_defaults(
+        func=cmd_up)
+    sub.add_parser("down", help="stop what `funnel up` started").set_defaults(func=cmd_down)
+    st = sub.add_parser("status", help="show the stack; --env prints its settings")
+    st.add_argument("--env", action="store_true", help="print KEY=VALUE lines for eval")
+    st.set_defaults(func=cmd_status)
+    sub.add_parser("migrate", help="apply pending SQL migrations").set_defaults(func=cmd_migrate)
+    api = sub.add_parser("api", help="run the ingest API in the foreground")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+    demo = sub.add_parser("demo", help="run the pipeline end to end on local defaults")
+    demo.add_argument("--count", type=int, default=600, help="webhooks to send")
+    demo.add_argument("--concurrency", type=int, default=32)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a CLI message, not a traceback, for operational failures
+        if os.environ.get("FUNNEL_DEBUG"):
+            raise
+        _err(f"funnel {args.command}: {type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

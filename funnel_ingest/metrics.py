@@ -1,0 +1,36 @@
+"""Prometheus metrics of the ingest service."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECEIVED = Counter("funnel_webhooks_received_total", "Webhook requests received.",
+                   ["source"], registry=REGISTRY)
+ACCEPTED = Counter("funnel_webhooks_accepted_total", "Webhook requests acknowledged (2xx).",
+                   ["source"], registry=REGISTRY)
+REJECTED = Counter("funnel_webhooks_rejected_total", "Webhook requests refused, by reason.",
+                   ["source", "reason"], registry=REGISTRY)
+ITEMS = Counter("funnel_items_total",
+                "Items parsed from acknowledged requests (message, status, deadletter).",
+                ["source", "kind"], registry=REGISTRY)
+APPENDED = Counter("funnel_items_appended_total",
+                   "Items newly appended to the streams (redeliveries excluded).",
+                   ["source"], registry=REGISTRY)
+DUPLICATES = Counter("funnel_duplicates_total",
+                     "Redelivered messages/statuses recognised and not appended again.",
+                     ["source"], registry=REGISTRY)
+UNAVAILABLE = Counter("funnel_store_failures_total",
+                      "Requests answered 503 because a store failed (s3, redis).",
+                      ["store"], registry=REGISTRY)
+STREAM_LENGTH = Gauge("funnel_stream_length", "Entries in each stream.", ["stream"],
+                      registry=REGISTRY)
+STREAM_PENDING = Gauge("funnel_stream_pending",
+                       "Entries delivered to a consumer group but not yet acknowledged.",
+                       ["stream"], registry=REGISTRY)
+LATENCY = Histogram("funnel_request_seconds", "Request latency by route.", ["route"],
+                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                    registry=REGISTRY)

@@ -1,0 +1,80 @@
+"""Operational routes: liveness, readiness of every store, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import metrics
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"])
+CONSUMER_GROUP = "funnel"
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """The process is up and serving."""
+    return {"status": "ok"}
+
+
+async def _check_postgres(settings: Settings) -> None:
+    conn = await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=2)
+    async with conn:
+        await conn.execute("SELECT 1")
+
+
+@router.get("/readyz", summary="Readiness: Postgres, Redis and S3 answer")
+async def readyz(request: Request) -> JSONResponse:
+    """200 when every store answers, else 503 naming the ones that do not."""
+    state = request.app.state
+    checks = {
+        "postgres": _check_postgres(state.settings),
+        "redis": state.redis.ping(),
+        "s3": state.s3.head_bucket(Bucket=state.settings.raw_bucket),
+    }
+    results = await asyncio.gather(
+        *(asyncio.wait_for(c, timeout=3) for c in checks.values()), return_exceptions=True)
+    report = {}
+    for name, res in zip(checks, results):
+        report[name] = "ok" if not isinstance(res, BaseException) else f"error: {type(res).__name__}"
+    ok = all(v == "ok" for v in report.values())
+    return JSONResponse({"status": "ready" if ok else "unavailable", "checks": report},
+                        status_code=200 if ok else 503)
+
+
+async def _refresh_stream_gauges(request: Request) -> None:
+    s: Settings = request.app.state.settings
+    r = request.app.state.redis
+    streams = [*s.stream_keys(), s.status_stream, s.deadletter_stream]
+    async with r.pipeline(transaction=False) as pipe:
+        for key in streams:
+            pipe.xlen(key)
+        lengths = await pipe.execute()
+    for key, n in zip(streams, lengths):
+        metrics.STREAM_LENGTH.labels(key).set(n)
+    for key in s.stream_keys():
+        pending = 0
+        try:
+            for group in await r.xinfo_groups(key):
+                pending += int(group.get("pending", 0))
+        except Exception:  # no stream or no group yet
+            pending = 0
+        metrics.STREAM_PENDING.labels(key).set(pending)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    """Counters of received/accepted/rejected webhooks, duplicates, stream length and pending
+    entries, and the request latency histogram, in Prometheus text format."""
+    try:
+        await asyncio.wait_for(_refresh_stream_gauges(request), timeout=2)
+    except Exception as exc:  # metrics must answer even when Redis does not
+        log.warning("stream gauges not refreshed: %s", exc)
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

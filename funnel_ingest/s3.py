@@ -1,0 +1,58 @@
+"""The one S3 client factory (MinIO in production, SeaweedFS or MinIO locally).
+
+`async_client()` for the API (aiobotocore: PUTs never block the event loop); `client()` for the
+CLI, Dagster and tests (boto3). Both use path-style addressing, as MinIO and SeaweedFS expect.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import boto3
+from aiobotocore.session import get_session
+from botocore.config import Config
+
+from .settings import Settings
+
+
+def _config(max_pool: int = 64) -> Config:
+    return Config(
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=3,
+        read_timeout=10,
+        max_pool_connections=max_pool,
+        signature_version="s3v4",
+    )
+
+
+def _kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "endpoint_url": settings.s3_endpoint_url,
+        "aws_access_key_id": settings.s3_access_key_id,
+        "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
+        "region_name": settings.s3_region,
+    }
+
+
+def client(settings: Settings) -> Any:
+    """A boto3 S3 client for synchronous callers."""
+    return boto3.client("s3", config=_config(), **_kwargs(settings))
+
+
+def async_client(settings: Settings, max_pool: int = 64) -> AbstractAsyncContextManager[Any]:
+    """An aiobotocore S3 client (use as `async with async_client(s) as s3:`)."""
+    return get_session().create_client("s3", config=_config(max_pool), **_kwargs(settings))
+
+
+def ensure_buckets(settings: Settings) -> None:
+    """Create the raw and reports buckets when missing."""
+    s3 = client(settings)
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (settings.raw_bucket, settings.reports_bucket):
+        if bucket not in existing:
+            try:
+                s3.create_bucket(Bucket=bucket)
+            except s3.exceptions.BucketAlreadyOwnedByYou:
+                pass

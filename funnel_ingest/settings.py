@@ -1,0 +1,105 @@
+"""The one settings object: every knob comes from an environment variable.
+
+The names are the operator-facing contract (README, `.env.example`, `funnel status --env`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The variables `funnel status --env` prints and `.env.example` documents, in order.
+ENV_NAMES: tuple[str, ...] = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "S3_ENDPOINT_URL",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "S3_REGION",
+    "RAW_BUCKET",
+    "REPORTS_BUCKET",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+    "WEBHOOK_TOKEN",
+    "WEBHOOK_HMAC_SECRET",
+    "API_KEY",
+    "FUNNEL_TIMEZONE",
+    "STREAM_SHARDS",
+)
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read from the environment (and an optional `.env` file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # stores
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/funnel"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint_url: str = "http://127.0.0.1:8333"
+    s3_access_key_id: str = "funnel"
+    s3_secret_access_key: SecretStr = SecretStr("funnel-secret-key")
+    s3_region: str = "us-east-1"
+    raw_bucket: str = "funnel-raw"
+    reports_bucket: str = "funnel-reports"
+
+    # webhook authentication (empty = that authentication method is disabled)
+    whatsapp_app_secret: SecretStr = SecretStr("")
+    whatsapp_verify_token: SecretStr = SecretStr("")
+    webhook_token: SecretStr = SecretStr("")
+    webhook_hmac_secret: SecretStr = SecretStr("")
+    api_key: SecretStr = SecretStr("")
+
+    # behaviour
+    funnel_timezone: str = "Asia/Jakarta"
+    stream_shards: int = Field(default=1, ge=1, le=1024)
+    stream_prefix: str = "funnel:messages"
+    status_stream: str = "funnel:statuses"
+    deadletter_stream: str = "funnel:deadletter"
+    stream_maxlen: int = Field(default=0, ge=0, description="0 = never trim on append")
+    max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    archive_batch_ms: float = Field(default=4.0, ge=0)
+    archive_batch_max: int = Field(default=256, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("funnel_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone name
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.funnel_timezone)
+
+    def replace(self, **changes: object) -> Settings:
+        """A validated copy with some values changed (values given here win over the environment)."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    def stream_key(self, shard: int) -> str:
+        """Stream name of one shard: `funnel:messages` when unsharded, else `funnel:messages:{n}`."""
+        if self.stream_shards == 1:
+            return self.stream_prefix
+        return f"{self.stream_prefix}:{shard}"
+
+    def stream_keys(self) -> list[str]:
+        return [self.stream_key(n) for n in range(self.stream_shards)]
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as `NAME=value` pairs (secrets revealed: this is for the operator's shell)."""
+        out: dict[str, str] = {}
+        for name in ENV_NAMES:
+            value = getattr(self, name.lower())
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[name] = str(value)
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,62 @@
+"""Appending normalized items to the Redis Streams (one atomic script call per request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import redis.asyncio as aioredis
+
+from .messages import ParseResult
+from .settings import Settings
+
+ROOMS_HASH = "funnel:rooms"
+SEEN_PREFIX = "funnel:seen:"
+_SCRIPT = resources.files(__package__).joinpath("append.lua").read_text()
+
+
+@dataclass(frozen=True)
+class AppendOutcome:
+    appended: int
+    duplicates: int
+    pending_room: int
+
+
+class StreamWriter:
+    """Writes a request's messages, statuses and dead letters in one atomic Lua call.
+
+    The script marks each item's idempotency key and appends it in the same step, so a failed
+    request leaves nothing behind and its redelivery is appended once; a redelivery of an item
+    already appended is counted as a duplicate and not appended again.
+    """
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._script = client.register_script(_SCRIPT)
+
+    async def append(self, result: ParseResult) -> AppendOutcome:
+        s = self._settings
+        args: list[str | int] = [
+            s.stream_shards, s.stream_prefix, s.dedupe_ttl_seconds, s.stream_maxlen,
+            s.status_stream, s.deadletter_stream, ROOMS_HASH, SEEN_PREFIX,
+        ]
+        for m in result.messages:
+            fields = m.to_fields()
+            customer = fields.pop("customer_key", "")
+            room = f"{m.source}:{m.room_id}" if m.room_id else ""
+            args += ["m", m.idempotency_key(), room, customer, m.direction, len(fields)]
+            for k, v in fields.items():
+                args += [k, v]
+        for st in result.statuses:
+            fields = st.to_fields()
+            args += ["s", st.idempotency_key(), "", "", "", len(fields)]
+            for k, v in fields.items():
+                args += [k, v]
+        for d in result.dead_letters:
+            fields = d.to_fields()
+            args += ["d", "", "", "", "", len(fields)]
+            for k, v in fields.items():
+                args += [k, v]
+        appended, duplicates, pending = await self._script(keys=[], args=args)
+        return AppendOutcome(int(appended), int(duplicates), int(pending))

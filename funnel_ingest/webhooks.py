@@ -1,0 +1,188 @@
+"""Webhook routes: WhatsApp Cloud API, Qontak and the original generic format."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
+
+from . import metrics
+from .archive import ArchiveUnavailable
+from .auth import NotConfigured, verify_crm, verify_hmac_sha256
+from .ingest import Ingestor, StreamUnavailable
+from .providers import PayloadError
+from .providers.generic import GenericPayload
+from .providers.qontak import QontakMessage
+from .providers.whatsapp import WhatsAppPayload
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+
+class Accepted(BaseModel):
+    """The request is durable: raw body archived and its messages on the stream."""
+
+    status: str = "accepted"
+    messages: int
+    statuses: int
+    dead_letters: int
+    duplicates: int
+    raw_key: str
+
+
+class Problem(BaseModel):
+    """Why a request was refused. `error` is a stable reason code."""
+
+    error: str
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Malformed JSON or not UTF-8"},
+    401: {"model": Problem, "description": "Missing or malformed signature / token"},
+    403: {"model": Problem, "description": "Signature or token does not match"},
+    413: {"model": Problem, "description": "Body over the configured limit"},
+    422: {"model": Problem, "description": "Wrong shape, missing id or timestamp"},
+    503: {"model": Problem, "description": "A store is unavailable; retry later"},
+}
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+def problem(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadError("body_too_large", f"body is {declared} bytes; the limit is {limit}", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError("body_too_large", f"body exceeds the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _handle(request: Request, source: str, authenticate) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    ingestor: Ingestor = request.app.state.ingestor
+    start = time.perf_counter()
+    metrics.RECEIVED.labels(source).inc()
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        signature = authenticate(body)
+        outcome = await ingestor.ingest(source, body, signature)
+    except PayloadError as exc:
+        metrics.REJECTED.labels(source, exc.reason).inc()
+        return problem(exc.status_code, exc.reason, exc.detail)
+    except NotConfigured as exc:
+        metrics.REJECTED.labels(source, "not_configured").inc()
+        return problem(503, "not_configured", str(exc))
+    except ArchiveUnavailable:
+        metrics.UNAVAILABLE.labels("s3").inc()
+        metrics.REJECTED.labels(source, "archive_unavailable").inc()
+        return problem(503, "archive_unavailable", "the raw archive (S3) is unavailable; retry")
+    except StreamUnavailable:
+        metrics.UNAVAILABLE.labels("redis").inc()
+        metrics.REJECTED.labels(source, "stream_unavailable").inc()
+        return problem(503, "stream_unavailable", "the message stream (Redis) is unavailable; retry")
+    finally:
+        metrics.LATENCY.labels(source).observe(time.perf_counter() - start)
+    r = outcome.result
+    metrics.ACCEPTED.labels(source).inc()
+    dup = outcome.appended.duplicates
+    metrics.APPENDED.labels(source).inc(outcome.appended.appended)
+    if dup:
+        metrics.DUPLICATES.labels(source).inc(dup)
+    for kind, n in (("message", len(r.messages)), ("status", len(r.statuses)),
+                    ("deadletter", len(r.dead_letters))):
+        if n:
+            metrics.ITEMS.labels(source, kind).inc(n)
+    return JSONResponse(Accepted(messages=len(r.messages), statuses=len(r.statuses),
+                                 dead_letters=len(r.dead_letters), duplicates=dup,
+                                 raw_key=outcome.raw_key).model_dump())
+
+
+def _crm_auth(request: Request, token: str | None, signature: str | None):
+    s: Settings = request.app.state.settings
+    return lambda body: verify_crm(body, token, signature, s.webhook_token.get_secret_value(),
+                                   s.webhook_hmac_secret.get_secret_value())
+
+
+@router.get("/webhooks/whatsapp", response_class=PlainTextResponse,
+            summary="WhatsApp verification handshake",
+            responses={403: {"model": Problem, "description": "Wrong verify token"}})
+async def whatsapp_verify(
+    request: Request,
+    mode: Annotated[str | None, Query(alias="hub.mode")] = None,
+    token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
+    challenge: Annotated[str | None, Query(alias="hub.challenge", max_length=256)] = None,
+):
+    """Meta calls this once when the webhook is configured: echo `hub.challenge` when
+    `hub.mode=subscribe` and `hub.verify_token` equals `WHATSAPP_VERIFY_TOKEN`."""
+    expected = request.app.state.settings.whatsapp_verify_token.get_secret_value()
+    if (mode == "subscribe" and expected and token is not None and challenge is not None
+            and hmac.compare_digest(token.encode(), expected.encode())):
+        return PlainTextResponse(challenge)
+    metrics.REJECTED.labels("whatsapp", "bad_verify_token").inc()
+    return problem(403, "bad_verify_token",
+                   "hub.mode must be subscribe and hub.verify_token must match")
+
+
+@router.post("/webhooks/whatsapp", response_model=Accepted, responses=_ERRORS,
+             summary="WhatsApp Cloud API notifications", openapi_extra=_body_doc(WhatsAppPayload))
+async def whatsapp_webhook(
+    request: Request,
+    x_hub_signature_256: Annotated[str | None, Header()] = None,
+):
+    """Messages, statuses and echoes of a WhatsApp Business Account, signed by Meta with
+    `X-Hub-Signature-256: sha256=<HMAC-SHA256(body, WHATSAPP_APP_SECRET)>`."""
+    secret = request.app.state.settings.whatsapp_app_secret.get_secret_value()
+
+    def authenticate(body: bytes) -> str:
+        if not secret:
+            raise NotConfigured("set WHATSAPP_APP_SECRET to accept WhatsApp webhooks")
+        verify_hmac_sha256(body, x_hub_signature_256, secret)
+        return "valid"
+
+    return await _handle(request, "whatsapp", authenticate)
+
+
+@router.post("/webhooks/qontak", response_model=Accepted, responses=_ERRORS,
+             summary="Qontak omnichannel message interactions",
+             openapi_extra=_body_doc(QontakMessage))
+async def qontak_webhook(
+    request: Request,
+    x_webhook_token: Annotated[str | None, Header()] = None,
+    x_webhook_signature: Annotated[str | None, Header()] = None,
+):
+    """Customer, agent and bot messages of Qontak rooms. Authenticated by `X-Webhook-Token`
+    or `X-Webhook-Signature: sha256=<HMAC-SHA256(body, WEBHOOK_HMAC_SECRET)>`."""
+    return await _handle(request, "qontak", _crm_auth(request, x_webhook_token, x_webhook_signature))
+
+
+@router.post("/webhook", response_model=Accepted, responses=_ERRORS,
+             summary="Generic CRM webhook (the original format)",
+             openapi_extra=_body_doc(GenericPayload))
+async def generic_webhook(
+    request: Request,
+    x_webhook_token: Annotated[str | None, Header()] = None,
+    x_webhook_signature: Annotated[str | None, Header()] = None,
+):
+    """One message or an array of messages in the original generic format. Authenticated like
+    the Qontak route."""
+    return await _handle(request, "generic",
+                         _crm_auth(request, x_webhook_token, x_webhook_signature))

@@ -1,0 +1,69 @@
+"""The migration runner: ordered, recorded, idempotent, safe when started concurrently."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from funnel_ingest import db
+
+
+@pytest.fixture
+def fresh_db(settings):
+    name = f"funnel_mig_{uuid.uuid4().hex[:10]}"
+    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    db.ensure_database(url)
+    yield url
+    admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_concurrent_runners_apply_each_migration_once(fresh_db):
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: db.migrate(fresh_db), range(6)))
+    versions = [m.version for m in db.load_migrations()]
+    assert sorted(v for r in results for v in r) == versions
+    with psycopg.connect(fresh_db) as conn:
+        recorded = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert recorded == versions
+    assert db.migrate(fresh_db) == []
+
+
+def test_an_edited_applied_migration_is_refused(fresh_db, tmp_path):
+    (tmp_path / "001_first.sql").write_text("CREATE TABLE t1 (id int);")
+    assert db.migrate(fresh_db, tmp_path) == [1]
+    (tmp_path / "001_first.sql").write_text("CREATE TABLE t1 (id bigint);")
+    with pytest.raises(db.MigrationError, match="changed after it was applied"):
+        db.migrate(fresh_db, tmp_path)
+
+
+def test_a_failing_migration_rolls_back_and_is_not_recorded(fresh_db, tmp_path):
+    (tmp_path / "001_ok.sql").write_text("CREATE TABLE ok1 (id int);")
+    (tmp_path / "002_bad.sql").write_text("CREATE TABLE bad (id int); SELECT 1/0;")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        db.migrate(fresh_db, tmp_path)
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT to_regclass('bad')").fetchone()[0] is None
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_migrations")] == [1]
+
+
+def test_misnamed_files_are_reported(tmp_path):
+    (tmp_path / "first.sql").write_text("SELECT 1;")
+    with pytest.raises(db.MigrationError, match="NNN_snake_name"):
+        db.load_migrations(tmp_path)
+
+
+def test_messages_table_enforces_the_idempotency_key(settings):
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("DELETE FROM messages WHERE source = 'test-idem'")
+        insert = ("INSERT INTO messages (source, message_id, room_key, direction, sender_type, "
+                  "sent_at, received_at, raw_key) VALUES ('test-idem', 'm1', %s, 'inbound', "
+                  "'customer', now(), now(), 'k') ON CONFLICT DO NOTHING")
+        assert conn.execute(insert, ("room-a",)).rowcount == 1
+        assert conn.execute(insert, ("room-a",)).rowcount == 0
+        assert conn.execute(insert, ("room-b",)).rowcount == 1
+        conn.rollback()
