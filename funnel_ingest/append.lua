@@ -5,7 +5,7 @@
 -- ARGV[1] shards, ARGV[2] stream prefix, ARGV[3] dedupe ttl (s), ARGV[4] maxlen (0 = none),
 -- ARGV[5] status stream, ARGV[6] dead-letter stream, ARGV[7] rooms hash, ARGV[8] seen prefix,
 -- then per item: kind ('m'|'s'|'d'), dedupe id, room field ('' = none), customer key
--- ('' = resolve from room), direction, nfields, field/value pairs...
+-- ('' = resolve from room), direction, the entry's fields as one JSON object of strings.
 -- Returns {appended, duplicates, pending_room}.
 local shards = tonumber(ARGV[1])
 local prefix = ARGV[2]
@@ -33,10 +33,12 @@ local appended, duplicates, pending = 0, 0, 0
 local i = 9
 while i <= #ARGV do
   local kind, id, room, customer, direction = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-  local n = tonumber(ARGV[i+5])
   local fields = {}
-  for j = 1, 2 * n do fields[j] = ARGV[i + 5 + j] end
-  i = i + 6 + 2 * n
+  for k, v in pairs(cjson.decode(ARGV[i+5])) do
+    fields[#fields + 1] = k
+    fields[#fields + 1] = v
+  end
+  i = i + 6
   local fresh = true
   if id ~= '' then
     if ttl > 0 then

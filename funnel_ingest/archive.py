@@ -12,6 +12,7 @@ source name, the UTC date and hour, a timestamp and a random id — never from c
 from __future__ import annotations
 
 import asyncio
+import time
 import contextlib
 import logging
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from . import metrics
 from .messages import SOURCES
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,8 @@ class RawArchive:
         key = object_key(source, first)
         data = b"\n".join(raw.line() for raw, _ in batch) + b"\n"
         signatures = {raw.signature for raw, _ in batch}
+        metrics.ARCHIVE_BATCH.observe(len(batch))
+        started = time.perf_counter()
         try:
             await self._s3.put_object(
                 Bucket=self._bucket, Key=key, Body=data, ContentType="application/x-ndjson",
@@ -134,6 +138,8 @@ class RawArchive:
                 if not fut.done():
                     fut.set_exception(ArchiveUnavailable(str(exc)))
             return
+        finally:
+            metrics.STORE_LATENCY.labels("s3").observe(time.perf_counter() - started)
         for line, (_, fut) in enumerate(batch, start=1):
             if not fut.done():
                 fut.set_result(ArchivedAt(key, line))

@@ -8,11 +8,13 @@ archived body whose redelivery is appended exactly once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis.exceptions import RedisError
 
+from . import metrics
 from .archive import RawArchive, RawBody
 from .messages import ParseResult
 from .providers import parse
@@ -45,8 +47,11 @@ class Ingestor:
             item.raw_line = where.line
         for m in result.messages:
             m.received_at = received_at
+        started = time.perf_counter()
         try:
             appended = await self.stream.append(result)
         except (RedisError, OSError) as exc:
             raise StreamUnavailable(str(exc)) from exc
+        finally:
+            metrics.STORE_LATENCY.labels("redis").observe(time.perf_counter() - started)
         return IngestOutcome(result, where.key, appended)

@@ -7,7 +7,7 @@ consumer and inspected with `XRANGE`; `referral` is JSON text. Empty values are 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -51,16 +51,7 @@ class NormalizedMessage:
         return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
     def to_fields(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, value in asdict(self).items():
-            if value is None or value == "":
-                continue
-            if isinstance(value, datetime):
-                value = value.astimezone(timezone.utc).isoformat()
-            elif isinstance(value, dict):
-                value = orjson.dumps(value).decode()
-            out[name] = str(value)
-        return out
+        return _flat_fields(self, _MESSAGE_FIELDS)
 
     @classmethod
     def from_fields(cls, data: dict[str | bytes, str | bytes]) -> NormalizedMessage:
@@ -101,16 +92,7 @@ class StatusEvent:
         return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
     def to_fields(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, value in asdict(self).items():
-            if value is None or value == "":
-                continue
-            if isinstance(value, datetime):
-                value = value.astimezone(timezone.utc).isoformat()
-            elif isinstance(value, list):
-                value = orjson.dumps(value).decode()
-            out[name] = str(value)
-        return out
+        return _flat_fields(self, _STATUS_FIELDS)
 
 
 @dataclass(slots=True)
@@ -125,7 +107,7 @@ class DeadLetter:
     raw_line: int = 0
 
     def to_fields(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items() if v not in (None, "")}
+        return _flat_fields(self, _DEAD_FIELDS)
 
 
 @dataclass(slots=True)
@@ -148,3 +130,24 @@ def shard_for(customer_key: str, shards: int) -> int:
     if shards <= 1:
         return 0
     return int(hashlib.sha1(customer_key.encode()).hexdigest()[:8], 16) % shards
+
+
+def _flat_fields(item: object, names: tuple[str, ...]) -> dict[str, str]:
+    """Stream fields of an item: strings only, empty values left out, UTC ISO timestamps."""
+    out: dict[str, str] = {}
+    for name in names:
+        value = getattr(item, name)
+        if value is None or value == "":
+            continue
+        if isinstance(value, datetime):
+            out[name] = value.astimezone(timezone.utc).isoformat()
+        elif isinstance(value, (dict, list)):
+            out[name] = orjson.dumps(value).decode()
+        else:
+            out[name] = str(value)
+    return out
+
+
+_MESSAGE_FIELDS = tuple(f.name for f in fields(NormalizedMessage))
+_STATUS_FIELDS = tuple(f.name for f in fields(StatusEvent))
+_DEAD_FIELDS = tuple(f.name for f in fields(DeadLetter))

@@ -34,3 +34,8 @@ STREAM_PENDING = Gauge("funnel_stream_pending",
 LATENCY = Histogram("funnel_request_seconds", "Request latency by route.", ["route"],
                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
                     registry=REGISTRY)
+STORE_LATENCY = Histogram("funnel_store_seconds", "Latency of one store write (s3 PUT, redis append).",
+                          ["store"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
+                          registry=REGISTRY)
+ARCHIVE_BATCH = Histogram("funnel_archive_batch_bodies", "Request bodies per archive object.",
+                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY)

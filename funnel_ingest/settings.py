@@ -6,7 +6,7 @@ The names are the operator-facing contract (README, `.env.example`, `funnel stat
 from __future__ import annotations
 
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,12 +64,16 @@ class Settings(BaseSettings):
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     archive_batch_ms: float = Field(default=4.0, ge=0)
     archive_batch_max: int = Field(default=256, ge=1)
+    archive_writers: int = Field(default=2, ge=1, le=64, description="concurrent PUTs per source")
     log_level: str = "INFO"
 
     @field_validator("funnel_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises for an unknown zone name
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Jakarta)") from None
         return value
 
     @property

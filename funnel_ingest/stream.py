@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
+import orjson
 import redis.asyncio as aioredis
 
 from .messages import ParseResult
@@ -45,18 +46,10 @@ class StreamWriter:
             fields = m.to_fields()
             customer = fields.pop("customer_key", "")
             room = f"{m.source}:{m.room_id}" if m.room_id else ""
-            args += ["m", m.idempotency_key(), room, customer, m.direction, len(fields)]
-            for k, v in fields.items():
-                args += [k, v]
+            args += ["m", m.idempotency_key(), room, customer, m.direction, orjson.dumps(fields)]
         for st in result.statuses:
-            fields = st.to_fields()
-            args += ["s", st.idempotency_key(), "", "", "", len(fields)]
-            for k, v in fields.items():
-                args += [k, v]
+            args += ["s", st.idempotency_key(), "", "", "", orjson.dumps(st.to_fields())]
         for d in result.dead_letters:
-            fields = d.to_fields()
-            args += ["d", "", "", "", "", len(fields)]
-            for k, v in fields.items():
-                args += [k, v]
+            args += ["d", "", "", "", "", orjson.dumps(d.to_fields())]
         appended, duplicates, pending = await self._script(keys=[], args=args)
         return AppendOutcome(int(appended), int(duplicates), int(pending))
