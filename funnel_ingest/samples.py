@@ -77,7 +77,7 @@ def generic_body(rng: random.Random, phone: str, room: str, text: str, at: datet
         "timestamp": at.isoformat()})
 
 
-def burst(count: int, seed: int = 7, now: datetime | None = None) -> Iterator[Sample]:
+def burst(count: int, seed: int | None = None, now: datetime | None = None) -> Iterator[Sample]:
     """`count` webhook bodies, round-robin over the three sources, each a plausible chat step."""
     rng = random.Random(seed)
     now = now or datetime.now(timezone.utc)

@@ -20,6 +20,9 @@ class SendReport:
     statuses: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    messages: int = 0          # items the API appended (from its 2xx answers)
+    duplicates: int = 0        # items the API recognised as redeliveries
+    raw_keys: set[str] = field(default_factory=set)
 
     @property
     def accepted(self) -> int:
@@ -57,6 +60,11 @@ async def send_all(base_url: str, samples: Iterable[Sample], env: dict[str, str]
                     r = await client.post(ROUTES[sample.source], content=sample.body,
                                           headers=headers_for(sample, env))
                     code = r.status_code
+                    if code == 200:
+                        out = r.json()
+                        report.messages += out["messages"] + out["statuses"] - out["duplicates"]
+                        report.duplicates += out["duplicates"]
+                        report.raw_keys.add(out["raw_key"])
                 except httpx.HTTPError:
                     code = 0
                 report.latencies.append(time.perf_counter() - t0)
