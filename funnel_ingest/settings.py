@@ -28,6 +28,11 @@ ENV_NAMES: tuple[str, ...] = (
     "API_KEY",
     "FUNNEL_TIMEZONE",
     "STREAM_SHARDS",
+    "KEYWORDS_CSV",
+    "GSHEET_KEY",
+    "GOOGLE_SERVICE_ACCOUNT_FILE",
+    "GSHEET_WORKSHEET",
+    "LEAD_WINDOW_DAYS",
 )
 
 
@@ -53,8 +58,15 @@ class Settings(BaseSettings):
     webhook_hmac_secret: SecretStr = SecretStr("")
     api_key: SecretStr = SecretStr("")
 
+    # keywords: a Google Sheet when GSHEET_KEY is set, else the CSV file
+    keywords_csv: str = ""  # empty = the packaged default list (funnel_ingest/data/keywords.csv)
+    gsheet_key: str = ""
+    google_service_account_file: str = ""
+    gsheet_worksheet: str = ""  # empty = the first worksheet
+
     # behaviour
     funnel_timezone: str = "Asia/Jakarta"
+    lead_window_days: int = Field(default=30, ge=1, le=3650)
     stream_shards: int = Field(default=1, ge=1, le=1024)
     stream_prefix: str = "funnel:messages"
     status_stream: str = "funnel:statuses"

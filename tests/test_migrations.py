@@ -57,12 +57,11 @@ def test_misnamed_files_are_reported(tmp_path):
         db.load_migrations(tmp_path)
 
 
-def test_messages_table_enforces_the_idempotency_key(settings):
+def test_classified_messages_enforce_the_idempotency_key(settings):
     with psycopg.connect(settings.database_url) as conn:
-        conn.execute("DELETE FROM messages WHERE source = 'test-idem'")
-        insert = ("INSERT INTO messages (source, message_id, room_key, direction, sender_type, "
-                  "sent_at, received_at, raw_key) VALUES ('test-idem', 'm1', %s, 'inbound', "
-                  "'customer', now(), now(), 'k') ON CONFLICT DO NOTHING")
+        insert = ("INSERT INTO classified_messages (source, message_id, room_key, direction, "
+                  "sender_type, sent_at, message_date, raw_key) VALUES ('test-idem', 'm1', %s, "
+                  "'inbound', 'customer', now(), current_date, 'k') ON CONFLICT DO NOTHING")
         assert conn.execute(insert, ("room-a",)).rowcount == 1
         assert conn.execute(insert, ("room-a",)).rowcount == 0
         assert conn.execute(insert, ("room-b",)).rowcount == 1

@@ -1,0 +1,165 @@
+"""Lead cycles: one customer's classified messages -> funnel rows (DESIGN.md section 4).
+
+A pure, deterministic function of the set of messages: they are sorted by
+(sent_at, source, message_id, room_key) first, so delivery order never matters.
+
+- A cycle opens at the customer's first inbound message. A later inbound message with an
+  opening keyword opens a new cycle when the current one already has a transaction or started
+  more than `lead_window_days` before it; otherwise the lead keeps its first-touch channel.
+- Channel, from the cycle's opening message: the channel of its opening keyword; else its hint
+  (ads referral, campaign reply, website); else `campaign_blast` when a campaign message reached
+  the customer within `CAMPAIGN_REPLY_WINDOW` before; else `direct`.
+- Booking: the first message of the cycle (either direction) with a booking keyword.
+- Transaction: the first payment statement of the cycle; its value is the amount of the first
+  payment statement that has one; every payment statement is also kept as an event, so down
+  payment + settlement can be summed. A transaction implies a booking: when none came before
+  it, the booking time is the transaction time (so lead <= booking <= transaction holds).
+- Messages before the customer's first inbound message (a campaign blast) open no cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+CAMPAIGN_REPLY_WINDOW = timedelta(days=7)
+HINT_CHANNELS = {"ads", "campaign_blast", "website"}
+
+
+@dataclass(frozen=True, slots=True)
+class CycleMessage:
+    """The columns of a classified message the funnel needs."""
+
+    pk: int
+    source: str
+    message_id: str
+    room_key: str
+    sent_at: datetime
+    direction: str
+    stages: tuple[str, ...]
+    payment: bool
+    amount: Decimal | None
+    phone: str | None = None
+    channel_hint: str | None = None
+    opening_channel: str | None = None
+    opening_keyword: str | None = None
+    campaign_id: str | None = None
+    ad_id: str | None = None
+    requested_date: date | None = None
+
+    @property
+    def order(self) -> tuple:
+        return (self.sent_at, self.source, self.message_id, self.room_key)
+
+
+@dataclass(slots=True)
+class Lead:
+    lead_id: str
+    customer_key: str
+    cycle: int
+    channel: str
+    lead_at: datetime
+    opening_source: str
+    opening_message_id: str
+    phone: str | None = None
+    opening_keyword: str | None = None
+    campaign_id: str | None = None
+    ad_id: str | None = None
+    booking_at: datetime | None = None
+    transaction_at: datetime | None = None
+    transaction_value: Decimal | None = None
+    transaction_total: Decimal | None = None
+    transactions: int = 0
+    requested_date: date | None = None
+
+    def dates(self, tz: ZoneInfo) -> tuple[date, date | None, date | None]:
+        def local(ts: datetime | None) -> date | None:
+            return ts.astimezone(tz).date() if ts else None
+        return local(self.lead_at), local(self.booking_at), local(self.transaction_at)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    message_pk: int
+    lead_id: str
+    customer_key: str
+    paid_at: datetime
+    amount: Decimal | None
+    direction: str
+
+
+@dataclass(slots=True)
+class CustomerFunnel:
+    leads: list[Lead] = field(default_factory=list)
+    payments: list[Payment] = field(default_factory=list)
+
+
+def lead_id(customer_key: str, opening: CycleMessage) -> str:
+    raw = f"{customer_key}\x1f{opening.source}\x1f{opening.room_key}\x1f{opening.message_id}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _channel(opening: CycleMessage, last_campaign: CycleMessage | None) -> tuple[str, str | None]:
+    """Channel of a cycle and the campaign it came from (if any)."""
+    if opening.opening_channel:
+        return opening.opening_channel, opening.campaign_id
+    if opening.channel_hint in HINT_CHANNELS:
+        return opening.channel_hint, opening.campaign_id  # type: ignore[return-value]
+    if last_campaign is not None and opening.sent_at - last_campaign.sent_at <= CAMPAIGN_REPLY_WINDOW:
+        return "campaign_blast", last_campaign.campaign_id or opening.campaign_id
+    return "direct", opening.campaign_id
+
+
+def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
+                    lead_window_days: int = 30) -> CustomerFunnel:
+    """All lead cycles of one customer."""
+    window = timedelta(days=lead_window_days)
+    out = CustomerFunnel()
+    current: Lead | None = None
+    last_campaign: CycleMessage | None = None
+    phone: str | None = None
+    ordered: Sequence[CycleMessage] = sorted(messages, key=lambda m: m.order)
+    for m in ordered:
+        inbound = m.direction == "inbound"
+        if inbound and m.phone:
+            phone = phone or m.phone
+        if not inbound and m.channel_hint == "campaign_blast":
+            last_campaign = m
+        opens = inbound and (
+            current is None
+            or ("opening" in m.stages
+                and (current.transaction_at is not None or m.sent_at - current.lead_at > window)))
+        if opens:
+            channel, campaign = _channel(m, last_campaign)
+            current = Lead(
+                lead_id=lead_id(customer_key, m), customer_key=customer_key,
+                cycle=len(out.leads) + 1, channel=channel, lead_at=m.sent_at,
+                opening_source=m.source, opening_message_id=m.message_id, phone=phone,
+                opening_keyword=m.opening_keyword, campaign_id=campaign, ad_id=m.ad_id)
+            out.leads.append(current)
+        if current is None:
+            continue  # before the customer's first inbound message
+        if current.phone is None and phone:
+            current.phone = phone
+        if "booking" in m.stages:
+            if current.booking_at is None:
+                current.booking_at = m.sent_at
+            if current.requested_date is None and m.requested_date is not None:
+                current.requested_date = m.requested_date
+        if m.payment:
+            out.payments.append(Payment(m.pk, current.lead_id, customer_key, m.sent_at,
+                                        m.amount, m.direction))
+            current.transactions += 1
+            if current.transaction_at is None:
+                current.transaction_at = m.sent_at
+                if current.booking_at is None or current.booking_at > m.sent_at:
+                    current.booking_at = m.sent_at
+            if m.amount is not None:
+                if current.transaction_value is None:
+                    current.transaction_value = m.amount
+                current.transaction_total = (current.transaction_total or Decimal(0)) + m.amount
+    return out

@@ -1,0 +1,293 @@
+"""The funnel engine on Postgres: set-based, incremental, idempotent.
+
+`process_messages` takes a batch of normalized messages (any order, duplicates welcome):
+1. classify them in Python and COPY them into a staging table;
+2. insert the new ones into `classified_messages` (the unique idempotency key drops
+   redeliveries), learn rooms' customers and resolve agent messages that were waiting for
+   their room;
+3. recompute the lead cycles of exactly the customers the batch touched, from all their
+   messages, and merge the result into `funnel` and `transactions` (rows that did not change
+   keep their `updated_at`).
+A handful of statements per batch, never one round-trip per message. Because step 3 always
+recomputes a touched customer from the full set of their messages, the result equals a full
+rebuild (`rebuild`) whatever the batches and their order.
+All of it runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import orjson
+import psycopg
+
+from ..messages import DeadLetter, NormalizedMessage, StatusEvent
+from .classify import Classifier
+from .cycles import CycleMessage, CustomerFunnel, customer_funnel
+
+log = logging.getLogger(__name__)
+
+MESSAGE_COLUMNS = (
+    "source", "message_id", "room_key", "room_id", "customer_key", "phone", "user_id",
+    "direction", "sender_type", "sent_at", "message_date", "received_at", "text", "message_type",
+    "channel_hint", "room_channel", "campaign_id", "ad_id", "referral", "context_id", "raw_key",
+    "raw_line", "stages", "keywords", "opening_keyword", "opening_channel", "payment", "amount",
+    "requested_date", "keyword_version",
+)
+FUNNEL_COLUMNS = (
+    "lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
+    "transaction_value", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
+    "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
+    "opening_keyword", "opening_source", "opening_message_id",
+)
+TX_COLUMNS = ("message_pk", "lead_id", "customer_key", "paid_at", "paid_date", "amount",
+              "direction")
+_CYCLE_SELECT = """
+    SELECT m.customer_key, m.id, m.source, m.message_id, m.room_key, m.sent_at, m.direction,
+           m.stages, m.payment, m.amount, m.phone, m.channel_hint, m.opening_channel,
+           m.opening_keyword, m.campaign_id, m.ad_id, m.requested_date
+      FROM classified_messages m
+"""
+
+
+@dataclass
+class BatchResult:
+    received: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    customers: int = 0
+    leads: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: Sequence[str],
+          rows: Iterable[Sequence[object]]) -> None:
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
+                  tz: ZoneInfo) -> Iterator[tuple]:
+    for m in messages:
+        c = classifier.classify_message(m)
+        yield (
+            m.source, m.message_id, m.room_key, m.room_id, m.customer_key, m.phone, m.user_id,
+            m.direction, m.sender_type, m.sent_at, m.sent_at.astimezone(tz).date(),
+            m.received_at, m.text.replace("\x00", ""), m.message_type, m.channel_hint,
+            m.room_channel, m.campaign_id, m.ad_id,
+            orjson.dumps(m.referral).decode() if m.referral else None, m.context_id,
+            m.raw_key, m.raw_line, list(c.stages), list(c.keywords), c.opening_keyword,
+            c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version,
+        )
+
+
+def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],
+                     classifier: Classifier, *, lead_window_days: int = 30) -> BatchResult:
+    """Store and classify a batch, then bring the funnel of the customers it touched up to date."""
+    result = BatchResult(received=len(messages))
+    if not messages:
+        return result
+    tz = classifier.tz
+    t0 = time.perf_counter()
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_messages AS "
+                 f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM classified_messages WITH NO DATA")
+    conn.execute("TRUNCATE stage_messages")
+    _copy(conn, "stage_messages", MESSAGE_COLUMNS, _message_rows(messages, classifier, tz))
+    t1 = time.perf_counter()
+    cols = ", ".join(MESSAGE_COLUMNS)
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (customer_key text PRIMARY KEY)")
+    conn.execute("TRUNCATE touched")
+    result.inserted = conn.execute(
+        f"""WITH ins AS (
+                INSERT INTO classified_messages ({cols}) SELECT {cols} FROM stage_messages
+                ON CONFLICT (source, message_id, room_key) DO NOTHING
+                RETURNING customer_key),
+            t AS (INSERT INTO touched SELECT DISTINCT customer_key FROM ins
+                   WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING)
+            SELECT count(*) FROM ins""").fetchone()[0]
+    result.duplicates = result.received - result.inserted
+    _resolve_rooms(conn)
+    t2 = time.perf_counter()
+    result.customers, result.leads = _recompute_touched(conn, tz, lead_window_days)
+    t3 = time.perf_counter()
+    result.seconds = {"classify+copy": t1 - t0, "insert": t2 - t1, "funnel": t3 - t2}
+    return result
+
+
+def _resolve_rooms(conn: psycopg.Connection) -> None:
+    """Learn each room's customer from its first inbound message; give agent messages that were
+    waiting for their room the room's customer (and mark those customers touched)."""
+    conn.execute(
+        """INSERT INTO rooms (source, room_id, customer_key)
+           SELECT DISTINCT ON (source, room_id) source, room_id, customer_key
+             FROM stage_messages
+            WHERE room_id IS NOT NULL AND customer_key IS NOT NULL AND direction = 'inbound'
+            ORDER BY source, room_id, sent_at, message_id
+           ON CONFLICT DO NOTHING""")
+    conn.execute(
+        """WITH fixed AS (
+               UPDATE classified_messages m SET customer_key = r.customer_key
+                 FROM rooms r
+                WHERE m.customer_key IS NULL AND m.source = r.source AND m.room_id = r.room_id
+            RETURNING m.customer_key)
+           INSERT INTO touched SELECT DISTINCT customer_key FROM fixed ON CONFLICT DO NOTHING""")
+
+
+def _cycle_rows(conn: psycopg.Connection, where: str,
+                params: Sequence[object] = ()) -> Iterator[tuple[str, list[CycleMessage]]]:
+    """Each customer's messages, streamed from a server-side cursor in customer order."""
+    with conn.cursor(name="cycle_rows") as cur:
+        cur.itersize = 20_000
+        cur.execute(f"{_CYCLE_SELECT} {where} ORDER BY m.customer_key", params)
+        key: str | None = None
+        batch: list[CycleMessage] = []
+        for row in cur:
+            if row[0] != key:
+                if key is not None:
+                    yield key, batch
+                key, batch = row[0], []
+            batch.append(CycleMessage(row[1], row[2], row[3], row[4], row[5], row[6],
+                                      tuple(row[7]), row[8], row[9], row[10], row[11], row[12],
+                                      row[13], row[14], row[15], row[16]))
+        if key is not None:
+            yield key, batch
+
+
+def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo,
+                 counters: list[int]) -> tuple[list[tuple], list[tuple]]:
+    leads: list[tuple] = []
+    payments: list[tuple] = []
+    for _key, f in funnels:
+        counters[0] += 1
+        for ld in f.leads:
+            lead_date, booking_date, tx_date = ld.dates(tz)
+            leads.append((
+                ld.lead_id, lead_date, ld.channel, ld.phone, booking_date, tx_date,
+                ld.transaction_value, ld.customer_key, ld.cycle, ld.lead_at, ld.booking_at,
+                ld.transaction_at, ld.transaction_total, ld.transactions, ld.requested_date,
+                ld.campaign_id, ld.ad_id, ld.opening_keyword, ld.opening_source,
+                ld.opening_message_id))
+        for p in f.payments:
+            payments.append((p.message_pk, p.lead_id, p.customer_key, p.paid_at,
+                             p.paid_at.astimezone(tz).date(), p.amount, p.direction))
+    return leads, payments
+
+
+def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo,
+                       lead_window_days: int) -> tuple[int, int]:
+    funnels = ((key, customer_funnel(key, msgs, lead_window_days))
+               for key, msgs in _cycle_rows(
+                   conn, "JOIN touched t ON t.customer_key = m.customer_key"))
+    counters = [0]
+    leads, payments = _funnel_rows(funnels, tz, counters)
+    _merge_funnel(conn, leads, payments, scope="touched")
+    return counters[0], len(leads)
+
+
+def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[tuple],
+                  scope: str) -> None:
+    """Replace the funnel rows of the customers in `scope` (a table of customer keys, or
+    'all') with `leads`, touching only the rows whose values changed."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_funnel AS "
+                 f"SELECT {', '.join(FUNNEL_COLUMNS)} FROM funnel WITH NO DATA")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_tx AS "
+                 f"SELECT {', '.join(TX_COLUMNS)} FROM transactions WITH NO DATA")
+    conn.execute("TRUNCATE stage_funnel, stage_tx")
+    _copy(conn, "stage_funnel", FUNNEL_COLUMNS, leads)
+    _copy(conn, "stage_tx", TX_COLUMNS, payments)
+    in_scope = ("TRUE" if scope == "all"
+                else f"f.customer_key IN (SELECT customer_key FROM {scope})")
+    conn.execute(f"""DELETE FROM funnel f WHERE {in_scope}
+                       AND NOT EXISTS (SELECT 1 FROM stage_funnel s WHERE s.lead_id = f.lead_id)""")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FUNNEL_COLUMNS if c != "lead_id")
+    changed = " OR ".join(f"funnel.{c} IS DISTINCT FROM EXCLUDED.{c}"
+                          for c in FUNNEL_COLUMNS if c != "lead_id")
+    cols = ", ".join(FUNNEL_COLUMNS)
+    conn.execute(f"""INSERT INTO funnel ({cols}) SELECT {cols} FROM stage_funnel
+                     ON CONFLICT (lead_id) DO UPDATE SET {updates}, updated_at = now()
+                     WHERE {changed}""")
+    tx_scope = in_scope.replace("f.customer_key", "t.customer_key")
+    conn.execute(f"DELETE FROM transactions t WHERE {tx_scope}")
+    tx_cols = ", ".join(TX_COLUMNS)
+    conn.execute(f"INSERT INTO transactions ({tx_cols}) SELECT {tx_cols} FROM stage_tx")
+
+
+def rebuild(conn: psycopg.Connection, tz: ZoneInfo, lead_window_days: int = 30) -> int:
+    """Recompute the whole funnel from all classified messages; returns the number of leads."""
+    funnels = ((key, customer_funnel(key, msgs, lead_window_days))
+               for key, msgs in _cycle_rows(conn, "WHERE m.customer_key IS NOT NULL"))
+    leads, payments = _funnel_rows(funnels, tz, [0])
+    _merge_funnel(conn, leads, payments, scope="all")
+    return len(leads)
+
+
+def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, end: date,
+               *, lead_window_days: int = 30) -> BatchResult:
+    """Re-classify the stored messages of [start, end] (business dates) with `classifier`'s
+    keywords and bring the funnel of their customers up to date."""
+    rows = conn.execute(
+        "SELECT id, text, direction, sent_at FROM classified_messages "
+        "WHERE message_date BETWEEN %s AND %s", (start, end)).fetchall()
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_class (id bigint, stages text[], "
+                 "keywords text[], opening_keyword text, opening_channel text, payment boolean, "
+                 "amount numeric, requested_date date, keyword_version text)")
+    conn.execute("TRUNCATE stage_class")
+
+    def gen() -> Iterator[tuple]:
+        for pk, text, direction, sent_at in rows:
+            c = classifier.classify(text, direction, sent_at)
+            yield (pk, list(c.stages), list(c.keywords), c.opening_keyword, c.opening_channel,
+                   c.payment, c.amount, c.requested_date, c.keyword_version)
+
+    _copy(conn, "stage_class", ("id", "stages", "keywords", "opening_keyword", "opening_channel",
+                                "payment", "amount", "requested_date", "keyword_version"), gen())
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (customer_key text PRIMARY KEY)")
+    conn.execute("TRUNCATE touched")
+    conn.execute(
+        """WITH upd AS (
+               UPDATE classified_messages m SET stages = s.stages, keywords = s.keywords,
+                      opening_keyword = s.opening_keyword, opening_channel = s.opening_channel,
+                      payment = s.payment, amount = s.amount, requested_date = s.requested_date,
+                      keyword_version = s.keyword_version, classified_at = now()
+                 FROM stage_class s WHERE m.id = s.id
+            RETURNING m.customer_key)
+           INSERT INTO touched SELECT DISTINCT customer_key FROM upd
+            WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING""")
+    result = BatchResult(received=len(rows))
+    result.customers, result.leads = _recompute_touched(conn, classifier.tz, lead_window_days)
+    return result
+
+
+def store_statuses(conn: psycopg.Connection, statuses: Sequence[StatusEvent]) -> int:
+    if not statuses:
+        return 0
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_status AS SELECT source, message_id, "
+                 "status, recipient, status_at, errors, raw_key FROM message_statuses WITH NO DATA")
+    conn.execute("TRUNCATE stage_status")
+    _copy(conn, "stage_status", ("source", "message_id", "status", "recipient", "status_at",
+                                 "errors", "raw_key"),
+          ((s.source, s.message_id, s.status, s.recipient, s.status_at,
+            orjson.dumps(s.errors).decode() if s.errors else None, s.raw_key) for s in statuses))
+    return conn.execute("INSERT INTO message_statuses SELECT * FROM stage_status "
+                        "ON CONFLICT DO NOTHING").rowcount
+
+
+def store_dead_letters(conn: psycopg.Connection,
+                       items: Sequence[tuple[str, DeadLetter]]) -> int:
+    """Dead letters with their stream ids (idempotent on the stream id)."""
+    if not items:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (stream_id, source, reason, detail, message_id, raw_key,"
+            " raw_line) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(sid, d.source, d.reason, d.detail, d.message_id, d.raw_key, d.raw_line)
+             for sid, d in items])
+    return len(items)

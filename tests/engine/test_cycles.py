@@ -1,0 +1,140 @@
+"""Lead cycles (DESIGN.md section 4), on hand-built message sequences."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from funnel_ingest.engine.cycles import CycleMessage, customer_funnel
+
+T0 = datetime(2025, 10, 1, 2, 0, tzinfo=timezone.utc)
+JKT = ZoneInfo("Asia/Jakarta")
+_n = iter(range(1, 10**6))
+
+
+def msg(minutes: float, direction: str = "inbound", *stages: str, payment: bool = False,
+        amount: int | None = None, hint: str | None = None, opening_channel: str | None = None,
+        campaign_id: str | None = None, phone: str | None = "+6281234567890") -> CycleMessage:
+    pk = next(_n)
+    return CycleMessage(
+        pk=pk, source="whatsapp", message_id=f"m{pk:06d}", room_key="",
+        sent_at=T0 + timedelta(minutes=minutes), direction=direction,
+        stages=tuple(stages) + (("transaction",) if payment else ()), payment=payment,
+        amount=Decimal(amount) if amount is not None else None,
+        phone=phone if direction == "inbound" else None, channel_hint=hint,
+        opening_channel=opening_channel, campaign_id=campaign_id)
+
+
+def test_first_inbound_message_opens_a_direct_lead():
+    f = customer_funnel("+6281234567890", [msg(0, "inbound", "opening")])
+    [lead] = f.leads
+    assert lead.channel == "direct" and lead.lead_at == T0 and lead.cycle == 1
+    assert lead.phone == "+6281234567890"
+
+
+def test_opening_keyword_channel_wins_over_the_payload_hint():
+    f = customer_funnel("c", [msg(0, "inbound", "opening", opening_channel="website", hint="ads")])
+    assert f.leads[0].channel == "website"
+
+
+def test_ad_referral_hint_gives_ads_and_later_messages_keep_first_touch():
+    f = customer_funnel("c", [msg(0, hint="ads"), msg(60, "inbound", "opening",
+                                                      opening_channel="website")])
+    assert [ld.channel for ld in f.leads] == ["ads"]
+
+
+def test_reply_within_a_week_of_a_campaign_blast_is_a_campaign_lead():
+    blast = msg(0, "outbound", hint="campaign_blast", campaign_id="promo-1212")
+    f = customer_funnel("c", [blast, msg(60 * 24 * 2, "inbound", "opening")])
+    assert f.leads[0].channel == "campaign_blast"
+    assert f.leads[0].campaign_id == "promo-1212"
+
+
+def test_reply_long_after_a_campaign_blast_is_direct():
+    blast = msg(0, "outbound", hint="campaign_blast")
+    f = customer_funnel("c", [blast, msg(60 * 24 * 8, "inbound", "opening")])
+    assert f.leads[0].channel == "direct"
+
+
+def test_outbound_messages_before_the_first_inbound_open_no_lead():
+    f = customer_funnel("c", [msg(0, "outbound", "booking")])
+    assert f.leads == []
+
+
+def test_booking_is_the_first_booking_message_in_either_direction():
+    f = customer_funnel("c", [msg(0), msg(5, "outbound", "booking"), msg(9, "inbound", "booking")])
+    assert f.leads[0].booking_at == T0 + timedelta(minutes=5)
+
+
+def test_transaction_value_is_the_first_payment_and_all_payments_are_kept():
+    f = customer_funnel("c", [
+        msg(0), msg(10, "inbound", "booking"), msg(20, payment=True, amount=500_000),
+        msg(60 * 24, payment=True, amount=1_000_000)])
+    [lead] = f.leads
+    assert lead.transaction_at == T0 + timedelta(minutes=20)
+    assert lead.transaction_value == 500_000 and lead.transaction_total == 1_500_000
+    assert lead.transactions == 2 and len(f.payments) == 2
+
+
+def test_payment_without_amount_takes_the_value_of_the_next_payment_with_one():
+    f = customer_funnel("c", [msg(0), msg(10, payment=True), msg(20, payment=True, amount=750_000)])
+    lead = f.leads[0]
+    assert lead.transaction_at == T0 + timedelta(minutes=10)
+    assert lead.transaction_value == 750_000
+
+
+def test_a_payment_without_a_booking_books_at_the_payment():
+    f = customer_funnel("c", [msg(0), msg(30, payment=True, amount=100_000)])
+    assert f.leads[0].booking_at == f.leads[0].transaction_at
+
+
+def test_opening_after_a_transaction_starts_a_new_cycle():
+    f = customer_funnel("c", [msg(0), msg(10, payment=True, amount=1), msg(60, "inbound", "opening")])
+    assert [ld.cycle for ld in f.leads] == [1, 2]
+    assert f.leads[1].transaction_at is None
+
+
+def test_opening_within_the_window_without_transaction_keeps_the_lead():
+    f = customer_funnel("c", [msg(0), msg(60 * 24 * 29, "inbound", "opening")])
+    assert len(f.leads) == 1
+
+
+def test_opening_after_the_window_starts_a_new_cycle():
+    f = customer_funnel("c", [msg(0), msg(60 * 24 * 31, "inbound", "opening")])
+    assert len(f.leads) == 2
+    assert f.leads[1].dates(JKT)[0].isoformat() == "2025-11-01"
+
+
+def test_inbound_without_opening_keyword_after_the_window_stays_in_the_cycle():
+    f = customer_funnel("c", [msg(0), msg(60 * 24 * 45, "inbound")])
+    assert len(f.leads) == 1
+
+
+def test_window_is_configurable():
+    f = customer_funnel("c", [msg(0), msg(60 * 24 * 8, "inbound", "opening")], lead_window_days=7)
+    assert len(f.leads) == 2
+
+
+def test_result_does_not_depend_on_delivery_order():
+    msgs = [msg(0, hint="ads"), msg(3, "outbound", "booking"), msg(5, payment=True, amount=10),
+            msg(60 * 24 * 40, "inbound", "opening"), msg(60 * 24 * 41, "inbound", "booking")]
+    expected = customer_funnel("c", msgs)
+    for seed in range(20):
+        shuffled = msgs[:]
+        random.Random(seed).shuffle(shuffled)
+        got = customer_funnel("c", shuffled)
+        assert [(ld.lead_id, ld.channel, ld.booking_at, ld.transaction_at) for ld in got.leads] == \
+               [(ld.lead_id, ld.channel, ld.booking_at, ld.transaction_at) for ld in expected.leads]
+
+
+def test_business_dates_are_in_the_funnel_timezone():
+    late = msg(60 * 20)  # 22:00 UTC = 05:00 next day in Jakarta
+    lead = customer_funnel("c", [late]).leads[0]
+    assert lead.dates(JKT)[0].isoformat() == "2025-10-02"
+
+
+def test_withheld_phone_leaves_the_phone_empty():
+    lead = customer_funnel("bsuid:ID.1", [msg(0, phone=None)]).leads[0]
+    assert lead.phone is None
