@@ -83,6 +83,30 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    import psycopg
+    import redis
+
+    from . import db
+    from .engine.drain import current_classifier, drain_all
+    from .settings import get_settings
+
+    settings = get_settings()
+    db.migrate(settings.database_url)
+    r = redis.Redis.from_url(settings.redis_url)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        classifier = current_classifier(conn, r, settings)
+        _err(f"keywords version {classifier.version}")
+        for rep in drain_all(conn, r, settings, classifier, batch_size=args.batch_size):
+            rate = rep.entries / rep.seconds if rep.seconds else 0.0
+            extra = (f", {rep.inserted} new, {rep.duplicates} duplicates, "
+                     f"{rep.customers} customers updated" if rep.stream in settings.stream_keys()
+                     else f", {rep.inserted} stored")
+            print(f"{rep.stream}: {rep.entries} entries in {rep.batches} batches "
+                  f"({rate:.0f}/s){extra}")
+    return 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(func=cmd_api)
+    drain = sub.add_parser("drain", help="process everything on the streams now")
+    drain.add_argument("--batch-size", type=int, default=10_000)
+    drain.set_defaults(func=cmd_drain)
+    from . import keyword_cli
+    keyword_cli.add_parsers(sub)
     demo = sub.add_parser("demo", help="run the pipeline end to end on local defaults")
     demo.add_argument("--count", type=int, default=600, help="webhooks to send")
     demo.add_argument("--concurrency", type=int, default=32)

@@ -155,3 +155,13 @@ def drain_all(conn: psycopg.Connection, r: redis.Redis, settings: Settings,
     reports.append(drain_range(conn, r, settings.deadletter_stream, kind="deadletters",
                                classifier=None, after_id="0-0", batch_size=batch_size))
     return reports
+
+
+def current_classifier(conn: psycopg.Connection, r: redis.Redis | None,
+                       settings: Settings) -> Classifier:
+    """A classifier on the current keyword version (seeded from the configured source when no
+    version is stored yet)."""
+    from .keyword_store import load_current
+
+    kset = load_current(conn, r, settings=settings)
+    return Classifier(list(kset.keywords), kset.version, settings.tz)
