@@ -14,7 +14,9 @@ The amount is read only from payment statements.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from ..messages import NormalizedMessage
@@ -79,14 +81,27 @@ def is_payment_statement(text: str, direction: str, hits: list[Hit],
 class Classifier:
     """Classifies messages with one keyword version."""
 
-    def __init__(self, keywords: list[Keyword], version: str, tz: ZoneInfo) -> None:
+    def __init__(self, keywords: list[Keyword], version: str, tz: ZoneInfo,
+                 cache_size: int = 65_536) -> None:
         self.version = version
         self.tz = tz
         self.matcher = Matcher(keywords)
+        # Chat text repeats a lot (greetings, prefilled ad/website texts, "ok kak"): what a text
+        # says does not depend on when it was sent, so it is computed once per text.
+        self._read = lru_cache(maxsize=cache_size)(self._read_text) if cache_size else \
+            self._read_text
 
     def classify(self, text: str, direction: str, sent_at: datetime) -> Classification:
         if not text:
             return Classification(keyword_version=self.version)
+        c = self._read(text, direction)
+        if "booking" in c.stages:
+            requested = dates.requested_date(text, sent_at, self.tz)
+            if requested is not None:
+                return replace(c, requested_date=requested)
+        return c
+
+    def _read_text(self, text: str, direction: str) -> Classification:
         hits = [h for h in self.matcher.find(text)]
         live = [h for h in hits if not h.negated]
         stages = {h.stage for h in live}
@@ -100,9 +115,6 @@ class Classifier:
                 amount = None
         opening = next((h for h in live if h.stage == "opening" and h.channel), None) or next(
             (h for h in live if h.stage == "opening"), None)
-        requested = None
-        if "booking" in stages:
-            requested = dates.requested_date(text, sent_at, self.tz)
         keywords = tuple(dict.fromkeys(h.keyword for h in live
                                        if h.stage != "transaction" or payment))
         return Classification(
@@ -112,7 +124,6 @@ class Classifier:
             opening_channel=opening.channel if opening else None,
             amount=amount,
             payment=payment,
-            requested_date=requested,
             keyword_version=self.version,
         )
 

@@ -420,20 +420,21 @@ class Matcher:
         if len(head & self._fuzzy_words) < self._fuzzy_min_shared:
             return []                                # shares too little with every one
         head_text = " ".join(head_words)
-        best: tuple[float, _Fuzzy] | None = None
+        best: tuple[float, int, int, _Fuzzy] | None = None
         for f in self._fuzzy:
             if len(f.words & head) < f.min_shared:   # an edited copy keeps most words
                 continue
             if len(head_text) >= len(f.key) and not fuzz.partial_ratio(
                     f.key, head_text, score_cutoff=_PARTIAL_CUTOFF):
                 continue                             # cheap bound: cannot reach the threshold
-            score = _best_window(f.key, head_words, FUZZY_THRESHOLD)[0]
+            score, skip, size = _best_window(f.key, head_words, FUZZY_THRESHOLD)
             if score >= FUZZY_THRESHOLD and (best is None or score > best[0]):
-                best = (score, f)
+                best = (score, skip, size, f)
         if best is None:
             return []
-        f = best[1]
-        return [(f.index, *_window_span(f.key, head_words), False)]
+        _, skip, size, f = best
+        start = sum(len(w) + 1 for w in head_words[:skip])   # offsets in `form`
+        return [(f.index, start, start + len(" ".join(head_words[skip:skip + size])), False)]
 
     def _drop_contained(self, raw: list[tuple[int, int, int, bool]]
                         ) -> list[tuple[int, int, int]]:
@@ -465,13 +466,6 @@ def _is_noun_compound(form: str, start: int, end: int) -> bool:
         return False
     preceding = form[:start - 1].rsplit(" ", 1)[-1] if start else ""
     return preceding not in VERBAL_MARKERS
-
-
-def _window_span(keyword: str, words: list[str]) -> tuple[int, int]:
-    """Offsets, in the string `" ".join(words)`, of the window `_best_window` liked best."""
-    _, skip, size = _best_window(keyword, words)
-    start = sum(len(w) + 1 for w in words[:skip])
-    return start, start + len(" ".join(words[skip:skip + size]))
 
 
 class _TokenIndex:

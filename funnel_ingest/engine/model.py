@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Literal
@@ -49,4 +49,3 @@ class Classification:
     payment: bool = False                   # a transaction keyword in a payment statement
     requested_date: date | None = None      # a date the customer asks for (booking messages)
     keyword_version: str = ""
-    extra: dict = field(default_factory=dict)

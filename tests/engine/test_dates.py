@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funnel_ingest.engine.dates import local_date, requested_date
 
@@ -197,3 +199,12 @@ def test_recurring_weekdays_are_a_schedule_not_a_date():
 def test_range_of_days_asks_for_the_first():
     assert asked("Tgl 24-26 Des masih ada kamar?") == date(2025, 12, 24)
     assert asked("check in 24/12 check out 26/12") == date(2025, 12, 24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(list("0123456789./- ") + [
+    "tgl ", "besok ", "lusa ", "sabtu ", "minggu ", "depan ", "des ", "februari ", "hari ",
+    "malam ", "bulan ", "jam "]), max_size=24).map("".join))
+def test_any_text_gives_a_real_date_or_nothing(text):
+    got = asked(text)
+    assert got is None or isinstance(got, date)

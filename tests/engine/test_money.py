@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funnel_ingest.engine.money import parse_amounts, payment_amount
 
@@ -262,3 +264,14 @@ def test_payment_channel_between_payment_word_and_bare_number_is_skipped():
 
 def test_berarti_states_the_resulting_total():
     assert payment_amount("dp 30% dari total 5jt berarti 1,5jt ya") == Decimal(1_500_000)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(list("0123456789.,-/:%#+@x ") + [
+    "rp ", "idr ", "rb", "ribu", "jt", "juta", "k", "m", "transfer ", "dp ", "total ", "= ",
+    "pax", "jam ", "tgl ", "no rek "]), max_size=24).map("".join))
+def test_any_text_gives_whole_rupiah_or_nothing(text):
+    value = payment_amount(text)
+    assert value is None or (value == value.to_integral_value() and value >= 100)
+    for a in parse_amounts(text):
+        assert a.value == a.value.to_integral_value() and a.value >= 100

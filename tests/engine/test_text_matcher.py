@@ -6,6 +6,8 @@ import csv
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import funnel_ingest
 from funnel_ingest.engine.matcher import (
@@ -307,3 +309,42 @@ def test_empty_keyword_set_and_empty_text_find_nothing(matcher):
     assert Matcher([]).find("booking") == []
     assert matcher.find("") == []
     assert matcher.find("  🙏 !! ") == []
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+CHAT_TEXT = st.text(
+    alphabet=st.sampled_from(list("aabbooklnprstuy  ,.!?'0123456789") + ["é", "🙏", "Ｒ", "\n"]),
+    max_size=80) | st.sampled_from([
+        "Belum, eh sudah bayarrr 1.500.000", "Halo kak saya tertarik dengan promo ini!!",
+        "gak jadi bookinggg", "dp500k dong"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(CHAT_TEXT)
+def test_normalize_and_skeleton_are_idempotent(text):
+    n = normalize(text)
+    assert normalize(n) == n
+    assert skeleton(skeleton(n)) == skeleton(n)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CHAT_TEXT)
+def test_skeleton_map_sends_every_token_back_to_its_source(text):
+    n = normalize(text)
+    form, to_normalized = skeleton_with_map(n)
+    offset = 0
+    for token in form.split(" ") if form else []:
+        source = n[to_normalized(offset):to_normalized(offset + len(token))]
+        assert skeleton(source) == token
+        offset += len(token) + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(CHAT_TEXT)
+def test_matcher_hits_are_whole_words_of_the_normalized_text(matcher, text):
+    n = normalize(text)
+    for hit in matcher.find(text):
+        assert 0 <= hit.start < hit.end <= len(n)
+        assert hit.start == 0 or n[hit.start - 1] == " "
+        assert hit.end == len(n) or n[hit.end] == " "
