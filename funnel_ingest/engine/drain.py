@@ -76,15 +76,21 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
                 classifier: Classifier | None, after_id: str, until_id: str = "+",
                 batch_size: int = 10_000, lead_window_days: int = 30, trim: bool = True,
                 on_batch: Callable[[BatchResult], None] | None = None) -> DrainReport:
-    """Process the entries of `stream` with after_id < id <= until_id, in batches.
+    """Process the entries of `stream` up to `until_id`, in batches, from the stored offset.
 
-    `kind` is `messages`, `statuses` or `deadletters`. Entries at or below the stored offset are
-    skipped (a re-run of a committed range does nothing), so ranges are safe to retry.
+    `kind` is `messages`, `statuses` or `deadletters`. The run for the range (after_id,
+    until_id] starts at the stream's committed offset, not at `after_id`: when an earlier range
+    failed and was not re-run yet, this run covers it too (ranges are processed in order and
+    never skipped), and a re-run of a committed range finds nothing left to do. `after_id` is
+    kept for the report: entries at or below it that are processed here belong to an earlier,
+    failed range.
     """
     report = DrainReport(stream)
     started = time.perf_counter()
-    stored = offset(conn, stream)
-    cursor = max(after_id, stored, key=_id_key)
+    cursor = offset(conn, stream)
+    if _id_key(cursor) < _id_key(after_id):
+        log.warning("%s: offset %s is behind this range's start %s: an earlier range did not "
+                    "commit; processing it first", stream, cursor, after_id)
     while True:
         entries = r.xrange(stream, min=f"({cursor}", max=until_id, count=batch_size)
         if not entries:

@@ -14,8 +14,9 @@ What is money:
   word ("2 M" alone may be metres);
 - a bare number only right after a money word (`CUE_WORDS`: transfer/tf/trf/bayar/dibayar/lunas/
   dp/total/sebesar/senilai/nominal/harga/sisa/... with fillers such as "nya", "kak", "sudah" or
-  a payment channel such as "via qris" in between), and then only grouped in thousands (`1.500.000`, `250,000`) or, ungrouped, a round
-  amount of 4 to 9 digits (a multiple of Rp 100: `tf 150000`; `bayar 2025` is a year).
+  a payment channel such as "via qris" in between), and then only grouped in thousands
+  (`1.500.000`, `250,000`) or, ungrouped, a round amount of 4 to 9 digits (a multiple of
+  Rp 100: `tf 150000`; `bayar 2025` is a year).
 
 Number grammar: `.` or `,` followed by exactly three digits groups thousands (`1.500` with Rp
 is Rp 1 500, `IDR 250,000` is 250 000); followed by one or two digits it is a decimal separator
@@ -31,8 +32,8 @@ What is never money: dates (`12.12`, `12/12`, `05-01-2025`, `2025-10-01`), times
 `INV/2025/001`, `no rek 1234567890`, `order 123456`, any digit run over 12 digits, ungrouped
 runs of 10 or more), phone numbers (`08…`, `62 8…`, `+62…`).
 
-Per-unit prices (`75rb/pax`, `Rp 50.000 per orang`, `@75rb`, `Rp 1.000.000 x 2`) are amounts with
-`unit_price=True`.
+Per-unit prices (`75rb/pax`, `Rp 50.000 per orang`, `@75rb`, `Rp 1.000.000 x 2`) are amounts
+with `unit_price=True` (and `count` when a count is written).
 
 `payment_amount` policy, over the amounts of one message:
 1. unit prices are set aside when any other amount exists (`75rb/pax, total 150rb` -> 150 000);

@@ -1,0 +1,1 @@
+"""The code location's definitions, one module per concern."""
