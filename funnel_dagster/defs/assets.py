@@ -8,7 +8,6 @@
 external assets whose activity the drain sensor reports as observations.
 """
 
-from __future__ import annotations
 
 import io
 from datetime import date, timedelta

@@ -5,7 +5,6 @@ resource hands out the same clients the API and the CLI use; `funnel_settings` r
 project's one settings object from them for the engine's functions.
 """
 
-from __future__ import annotations
 
 import os
 from typing import Any

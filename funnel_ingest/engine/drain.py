@@ -35,6 +35,7 @@ class DrainReport:
     bad_entries: int = 0
     customers: int = 0
     last_id: str | None = None
+    days: set = field(default_factory=set)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -114,6 +115,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
                 report.inserted += res.inserted
                 report.duplicates += res.duplicates
                 report.customers += res.customers
+                report.days |= res.days
                 report.bad_entries += len(bad)
                 for k, v in res.seconds.items():
                     report.stages[k] = report.stages.get(k, 0.0) + v
@@ -127,7 +129,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
             _save_offset(conn, stream, last_id)
         # committed: the range may leave the stream now
         if trim:
-            r.xtrim(stream, minid=_next_id(last_id))
+            r.xtrim(stream, minid=_next_id(last_id), approximate=False)
         report.batches += 1
         report.entries += len(entries)
         report.last_id = last_id

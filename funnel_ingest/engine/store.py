@@ -62,6 +62,7 @@ class BatchResult:
     duplicates: int = 0
     customers: int = 0
     leads: int = 0
+    days: set[date] = field(default_factory=set)  # business dates of the batch's messages
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -95,6 +96,7 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
     if not messages:
         return result
     tz = classifier.tz
+    result.days = {m.sent_at.astimezone(tz).date() for m in messages}
     t0 = time.perf_counter()
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_messages AS "
                  f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM classified_messages WITH NO DATA")

@@ -1,0 +1,66 @@
+"""Asset checks that guard the data (run by the `data_checks` job every 10 minutes)."""
+
+
+import os
+import time
+
+import dagster as dg
+
+from funnel_ingest.settings import get_settings
+
+from .resources import PostgresResource, RedisResource
+
+MAX_BACKLOG = int(os.environ.get("FUNNEL_MAX_BACKLOG", "100000"))
+MAX_OLDEST_SECONDS = float(os.environ.get("FUNNEL_MAX_BACKLOG_AGE_SECONDS", "300"))
+
+
+@dg.asset_check(asset="classified_messages", description="Each delivered message is stored "
+                "once: no two rows share (source, message id, room).")
+def no_duplicate_messages(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.connect() as conn:
+        dupes = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM classified_messages GROUP BY source, "
+            "message_id, room_key HAVING count(*) > 1) d").fetchone()[0]
+    return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes})
+
+
+@dg.asset_check(asset="funnel", description="Stage dates are in order: lead <= booking <= "
+                "transaction.")
+def stage_dates_in_order(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.connect() as conn:
+        bad = conn.execute(
+            "SELECT count(*) FROM funnel WHERE booking_at < lead_at OR transaction_at < lead_at "
+            "OR transaction_at < booking_at OR (transaction_at IS NOT NULL AND booking_at IS NULL)"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"leads_out_of_order": bad})
+
+
+@dg.asset_check(asset="funnel", description="Transaction values and totals are not negative.")
+def non_negative_values(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.connect() as conn:
+        bad = conn.execute("SELECT count(*) FROM funnel WHERE transaction_value < 0 "
+                           "OR transaction_total < 0").fetchone()[0]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"negative_values": bad})
+
+
+@dg.asset_check(asset="message_stream", description=f"Stream backlog under {MAX_BACKLOG} entries "
+                f"and its oldest entry younger than {MAX_OLDEST_SECONDS:.0f} s.")
+def stream_backlog(redis: RedisResource) -> dg.AssetCheckResult:
+    r = redis.client()
+    settings = get_settings()
+    backlog = 0
+    oldest = 0.0
+    for stream in settings.stream_keys():
+        backlog += r.xlen(stream)
+        first = r.xrange(stream, count=1)
+        if first:
+            ms = int(first[0][0].decode().split("-")[0])
+            oldest = max(oldest, time.time() - ms / 1000)
+    return dg.AssetCheckResult(
+        passed=backlog <= MAX_BACKLOG and oldest <= MAX_OLDEST_SECONDS,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"backlog": backlog, "oldest_entry_age_seconds": round(oldest, 1),
+                  "max_backlog": MAX_BACKLOG, "max_age_seconds": MAX_OLDEST_SECONDS})
+
+
+ALL_CHECKS = [no_duplicate_messages, stage_dates_in_order, non_negative_values, stream_backlog]
