@@ -84,26 +84,48 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    import psycopg
+    """Run the Dagster drain job in-process until every stream is empty."""
+    import dagster as dg
     import redis
 
+    from funnel_dagster.defs.drain import drain_job
+    from funnel_dagster.defs.resources import resources
+
     from . import db
-    from .engine.drain import current_classifier, drain_all
     from .settings import get_settings
 
     settings = get_settings()
     db.migrate(settings.database_url)
     r = redis.Redis.from_url(settings.redis_url)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        classifier = current_classifier(conn, r, settings)
-        _err(f"keywords version {classifier.version}")
-        for rep in drain_all(conn, r, settings, classifier, batch_size=args.batch_size):
-            rate = rep.entries / rep.seconds if rep.seconds else 0.0
-            extra = (f", {rep.inserted} new, {rep.duplicates} duplicates, "
-                     f"{rep.customers} customers updated" if rep.stream in settings.stream_keys()
-                     else f", {rep.inserted} stored")
-            print(f"{rep.stream}: {rep.entries} entries in {rep.batches} batches "
-                  f"({rate:.0f}/s){extra}")
+    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
+                else dg.DagsterInstance.ephemeral())
+    streams = [(s, "messages") for s in settings.stream_keys()] + [
+        (settings.status_stream, "statuses"), (settings.deadletter_stream, "deadletters")]
+    totals: dict[str, list[int]] = {}
+    started = time.perf_counter()
+    while True:
+        ranges = []
+        for stream, kind in streams:
+            newest = r.xrevrange(stream, count=1)
+            if newest:
+                ranges.append({"stream": stream, "kind": kind, "until_id": newest[0][0].decode()})
+        if not ranges:
+            break
+        result = drain_job.execute_in_process(
+            run_config={"ops": {"drain_stream_range": {"config": {
+                "ranges": ranges, "chunk_size": args.batch_size}}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            resources=resources(), instance=instance, tags={"funnel/trigger": "cli"})
+        for stream, out in result.output_for_node("drain_stream_range").items():
+            t = totals.setdefault(stream, [0, 0])
+            t[0] += out["entries"]
+            t[1] += out["inserted"]
+    seconds = time.perf_counter() - started
+    for stream, (entries, inserted) in totals.items():
+        print(f"{stream}: {entries} entries, {inserted} new "
+              f"({entries / seconds if seconds else 0:.0f} entries/s)")
+    if not totals:
+        print("nothing to drain: every stream is empty")
     return 0
 
 

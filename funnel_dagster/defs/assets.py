@@ -119,7 +119,10 @@ def funnel_metadata(conn) -> dict:
 
 
 @dg.asset(deps=["funnel"], partitions_def=daily, group_name="reporting", owners=OWNERS,
-          kinds={"s3", "csv"})
+          kinds={"s3", "csv"},
+          check_specs=[dg.AssetCheckSpec(
+              "rows_match_funnel", asset="funnel_report_csv",
+              description="The CSV holds exactly the funnel's leads of its day.")])
 def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResource,
                       s3: S3Resource) -> dg.MaterializeResult:
     """The day's leads as CSV in REPORTS_BUCKET (reports/funnel/date=<day>/funnel_<day>.csv):
@@ -133,6 +136,7 @@ def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResou
             buf.write(chunk)
         rows = count_leads(conn, day, day)
     data = buf.getvalue()
+    written = max(0, data.count(b"\n") - 1)  # minus the header; values never hold newlines
     s3.client().put_object(Bucket=s3.reports_bucket, Key=key, Body=data,
                            ContentType="text/csv")
     preview = data.decode().splitlines()[:11]
@@ -140,10 +144,13 @@ def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResou
                    + ["|" + "---|" * 6]
                    + ["| " + " | ".join(line.split(",")[:6]) + " |" for line in preview[1:]])
     url = f"{s3.endpoint_url.rstrip('/')}/{s3.reports_bucket}/{key}"
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(f"s3://{s3.reports_bucket}/{key}"),
-        "url": dg.MetadataValue.url(url), "dagster/row_count": rows,
-        "bytes": len(data), "preview": dg.MetadataValue.md(md)})
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(f"s3://{s3.reports_bucket}/{key}"),
+                  "url": dg.MetadataValue.url(url), "dagster/row_count": written,
+                  "bytes": len(data), "preview": dg.MetadataValue.md(md)},
+        check_results=[dg.AssetCheckResult(
+            check_name="rows_match_funnel", passed=written == rows,
+            metadata={"csv_rows": written, "funnel_leads": rows})])
 
 
 def yesterday(today: date) -> date:

@@ -162,12 +162,9 @@ def message_stream_sensor(context: dg.SensorEvaluationContext,
     settings = get_settings()
     r = redis.client()
     cursor = json.loads(context.cursor) if context.cursor else {}
-    busy = set()
-    if context.instance is not None:
-        for run in context.instance.get_runs(
-                filters=dg.RunsFilter(job_name="drain_job", statuses=_ACTIVE), limit=100):
-            if run.tags.get(SHARD_TAG):
-                busy.add(run.tags[SHARD_TAG])
+    busy = {run.tags[SHARD_TAG] for run in context.instance.get_runs(
+        filters=dg.RunsFilter(job_name="drain_job", statuses=_ACTIVE), limit=100)
+        if run.tags.get(SHARD_TAG)}
     requests, new_cursor = plan_runs(r, cursor, busy)
     backlog = {s: r.xlen(s) for s in settings.stream_keys()}
     observation = dg.AssetObservation("message_stream", metadata={

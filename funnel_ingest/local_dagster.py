@@ -1,0 +1,364 @@
+"""A local Dagster (webserver + daemon) on this machine, without Docker.
+
+    env = dagster_env(stack_env, state_dir)            # DAGSTER_HOME + DAGSTER_PG_* + the stack
+    with LocalDagster(env, state_dir) as dagster:      # webserver and daemon, ready
+        print(dagster.base_url)                        # http://127.0.0.1:<port>
+
+The instance is the repo's `dagster.yaml` (copied into `DAGSTER_HOME`): Postgres storage read
+from `DAGSTER_PG_*`, which `dagster_env` derives from `DATABASE_URL`. Dagster's tables live in
+their own database next to the funnel's, `<funnel database>_dagster` by default (e.g.
+`funnel_dagster`), so wiping or re-creating the funnel database never touches run history and
+vice versa; pass `pg_db=` to choose another (tests use a throwaway one).
+
+Both processes run from the repo root with `-w workspace.yaml`, in their own process groups,
+logging to `<state_dir>/logs/dagster-webserver.log` and `dagster-daemon.log`. `stop()` (also on
+leaving the `with` block, and when start-up fails) sends SIGTERM to each group and to every
+descendant (the code servers and run workers they spawned), then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
+WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
+
+START_TIMEOUT = 120.0
+STOP_GRACE_SECONDS = 15.0
+
+T = TypeVar("T")
+
+_DAEMON_QUERY = """
+query LocalDagsterStatus {
+  instance {
+    daemonHealth {
+      allDaemonStatuses { daemonType required healthy lastHeartbeatErrors { message } }
+    }
+  }
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on PythonError { message stack }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.5,
+             message: str = "condition") -> T:
+    """Call `predicate` until it returns a truthy value (returned) or `timeout` seconds pass
+    (TimeoutError). Exceptions raised by `predicate` propagate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{message} not met within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_dagster_db(database_url: str) -> str:
+    """`<funnel database>_dagster`: Dagster's storage database next to the funnel's."""
+    funnel_db = psycopg.conninfo.conninfo_to_dict(database_url).get("dbname") or "funnel"
+    return f"{funnel_db}_dagster"
+
+
+def dagster_env(env: dict[str, str], state_dir: Path, *, pg_db: str | None = None,
+                create_db: bool = True) -> dict[str, str]:
+    """`env` plus what a local Dagster needs: `DAGSTER_HOME=<state_dir>/dagster` (created, with
+    the repo's dagster.yaml copied in) and `DAGSTER_PG_HOST/PORT/USERNAME/PASSWORD/DB` derived
+    from `env["DATABASE_URL"]`. The database is `pg_db`, default `<funnel db>_dagster`; it is
+    created when missing (unless `create_db=False`). The derived names override any in `env`."""
+    from . import db
+
+    database_url = env["DATABASE_URL"]
+    info = psycopg.conninfo.conninfo_to_dict(database_url)
+    name = pg_db or default_dagster_db(database_url)
+    home = Path(state_dir) / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    host = str(info.get("host") or "127.0.0.1")
+    if host.startswith("/"):  # a Unix socket dir: dagster-postgres builds a TCP URL
+        host = "127.0.0.1"
+    out = {
+        **env,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": host,
+        "DAGSTER_PG_PORT": str(info.get("port") or 5432),
+        "DAGSTER_PG_USERNAME": str(info.get("user") or os.environ.get("PGUSER") or "postgres"),
+        "DAGSTER_PG_PASSWORD": str(info.get("password") or ""),
+        "DAGSTER_PG_DB": name,
+    }
+    if create_db:
+        db.ensure_database(psycopg.conninfo.make_conninfo(database_url, dbname=name))
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(p) for p in text.split()]
+    except (OSError, ValueError):
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+        return out
+
+
+def _descendants(pid: int) -> list[int]:
+    seen: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            if child not in seen:
+                seen.append(child)
+                todo.append(child)
+    return seen
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None when it is gone or a zombie:
+    with the pid it identifies one process even if the pid is reused later."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _command(script: str, module: str) -> list[str]:
+    """The console script installed next to this interpreter (the venv's), else `python -m`."""
+    path = Path(sys.executable).parent / script
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
+
+
+class LocalDagster:
+    """dagster-webserver and dagster-daemon for the repo's workspace, as detached subprocesses.
+
+    `env` is the full environment for both (see `dagster_env`), on top of `os.environ`.
+    Ready when `/server_info` answers, the code location is loaded (a load error raises with
+    Dagster's traceback) and every required daemon reports healthy.
+    """
+
+    def __init__(self, env: dict[str, str], state_dir: Path, *, port: int | None = None,
+                 host: str = "127.0.0.1", workspace: Path = WORKSPACE_YAML,
+                 start_timeout: float = START_TIMEOUT) -> None:
+        if "DAGSTER_HOME" not in env:
+            raise ValueError("env has no DAGSTER_HOME: build it with dagster_env()")
+        self.env = {**os.environ, **env}
+        self.state_dir = Path(state_dir)
+        self.log_dir = self.state_dir / "logs"
+        self.host = host
+        self.port = port or free_port()
+        self.workspace = Path(workspace)
+        self.start_timeout = start_timeout
+        self.base_url = f"http://{host}:{self.port}"
+        self.webserver_log = self.log_dir / "dagster-webserver.log"
+        self.daemon_log = self.log_dir / "dagster-daemon.log"
+        self.webserver: subprocess.Popen[bytes] | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
+        # descendants seen while running (pid -> start time), stopped with their parents
+        self._known: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalDagster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, args: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as log:
+            return subprocess.Popen(
+                args, cwd=REPO_ROOT, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def start(self) -> LocalDagster:
+        """Start both processes and wait until they are ready (stopping them on failure)."""
+        ws = str(self.workspace)
+        try:
+            self.webserver = self._spawn(
+                [*_command("dagster-webserver", "dagster_webserver"),
+                 "-h", self.host, "-p", str(self.port), "-w", ws], self.webserver_log)
+            self.daemon = self._spawn(
+                [*_command("dagster-daemon", "dagster._daemon"), "run", "-w", ws],
+                self.daemon_log)
+            self.wait_ready(self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_running(self) -> None:
+        for name, proc, log in (("dagster-webserver", self.webserver, self.webserver_log),
+                                ("dagster-daemon", self.daemon, self.daemon_log)):
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; log {log}:\n"
+                                   f"{tail(log)}")
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+        """Wait for /server_info, the loaded code location and healthy daemons; returns the
+        last status answer."""
+        def server_up() -> bool:
+            self._check_running()
+            try:
+                return httpx.get(f"{self.base_url}/server_info", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        deadline = time.monotonic() + timeout
+        wait_for(server_up, timeout, 0.3, f"dagster-webserver answering on {self.base_url}")
+        last: dict[str, Any] = {}
+
+        def ready() -> bool:
+            nonlocal last
+            self._check_running()
+            self._remember_descendants()
+            last = self.status()
+            for entry in last["locations"]:
+                err = entry.get("locationOrLoadError") or {}
+                if err.get("__typename") == "PythonError":
+                    raise RuntimeError(f"code location {entry['name']} failed to load:\n"
+                                       f"{err.get('message')}{''.join(err.get('stack') or [])}")
+            loaded = bool(last["locations"]) and all(
+                e["loadStatus"] == "LOADED" for e in last["locations"])
+            daemons = last["daemons"]
+            healthy = bool(daemons) and all(d["healthy"] for d in daemons if d["required"])
+            return loaded and healthy
+
+        try:
+            wait_for(ready, max(1.0, deadline - time.monotonic()), 0.5,
+                     "code location loaded and daemons healthy")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; last status {last}; daemon log {self.daemon_log}:\n"
+                               f"{tail(self.daemon_log)}") from None
+        return last
+
+    def status(self) -> dict[str, Any]:
+        """Daemon health and code-location load state, from the webserver's GraphQL API."""
+        data = self.graphql(_DAEMON_QUERY)
+        daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        ws = data["workspaceOrError"]
+        return {"daemons": daemons,
+                "locations": ws.get("locationEntries", []) if ws["__typename"] == "Workspace"
+                else []}
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None,
+                timeout: float = 10) -> dict[str, Any]:
+        """POST a GraphQL query to the webserver; its `data` (raises on GraphQL errors)."""
+        r = httpx.post(f"{self.base_url}/graphql", json={"query": query,
+                                                         "variables": variables or {}},
+                       timeout=timeout)
+        r.raise_for_status()
+        body = r.json()
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def _remember_descendants(self) -> None:
+        for proc in (self.webserver, self.daemon):
+            if proc is not None and proc.poll() is None:
+                for pid in _descendants(proc.pid):
+                    started = _start_time(pid)
+                    if started is not None:
+                        self._known.setdefault(pid, started)
+
+    def _known_alive(self) -> list[int]:
+        """Remembered descendants still running (same pid and start time)."""
+        return [pid for pid, started in self._known.items() if _start_time(pid) == started]
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM the daemon and webserver (their process groups and every descendant), then
+        SIGKILL whatever is left after `grace` seconds. Idempotent."""
+        self._remember_descendants()
+        procs = [p for p in (self.daemon, self.webserver) if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)  # pgid == pid (start_new_session)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid in self._known_alive():
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        while time.monotonic() < deadline and self._known_alive():
+            time.sleep(0.1)
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait(10)
+            else:  # the leader is gone; members of its group may not be
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid in self._known_alive():
+            _signal(pid, signal.SIGKILL)
+        self._known.clear()
+
+    @property
+    def running(self) -> bool:
+        return all(p is not None and p.poll() is None for p in (self.webserver, self.daemon))
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
