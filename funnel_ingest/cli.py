@@ -129,6 +129,39 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Re-read days from the raw archive and re-classify them with the current keywords."""
+    from datetime import date, timedelta
+
+    import dagster as dg
+
+    from funnel_dagster.defs.assets import classified_messages
+    from funnel_dagster.defs.resources import resources
+
+    from . import db
+    from .settings import get_settings
+
+    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    if end < start:
+        _err("funnel backfill: --to is before --from")
+        return 2
+    db.migrate(get_settings().database_url)
+    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
+                else dg.DagsterInstance.ephemeral())
+    day = start
+    while day <= end:
+        result = dg.materialize(
+            [classified_messages], partition_key=day.isoformat(), resources=resources(),
+            instance=instance, tags={"funnel/trigger": "cli-backfill"},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        meta = result.get_asset_materialization_events()[0].materialization.metadata
+        print(f"{day}: {meta['dagster/row_count'].value} messages re-classified, "
+              f"{meta['restored_from_archive'].value} restored from the archive, "
+              f"{meta['customers_updated'].value} customers updated")
+        day += timedelta(days=1)
+    return 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -224,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     drain.set_defaults(func=cmd_drain)
     from . import keyword_cli
     keyword_cli.add_parsers(sub)
+    bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them")
+    bf.add_argument("--from", dest="start", required=True, help="first business date, YYYY-MM-DD")
+    bf.add_argument("--to", dest="end", required=True, help="last business date, YYYY-MM-DD")
+    bf.set_defaults(func=cmd_backfill)
     demo = sub.add_parser("demo", help="run the pipeline end to end on local defaults")
     demo.add_argument("--count", type=int, default=600, help="webhooks to send")
     demo.add_argument("--concurrency", type=int, default=32)

@@ -39,3 +39,17 @@ def test_funnel_drain_empties_the_streams_into_the_funnel(settings, r):
     again = subprocess.run([sys.executable, "-m", "funnel_ingest.cli", "drain"], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=300)
     assert "nothing to drain" in again.stdout
+
+
+def test_funnel_backfill_reports_each_day_and_refuses_a_reversed_range(settings, r):
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    bad = subprocess.run([sys.executable, "-m", "funnel_ingest.cli", "backfill", "--from",
+                          "2025-09-03", "--to", "2025-09-01"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "before" in bad.stderr
+    out = subprocess.run([sys.executable, "-m", "funnel_ingest.cli", "backfill", "--from",
+                          "2025-09-01", "--to", "2025-09-02"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("2025-09-0")]
+    assert [ln[:10] for ln in lines] == ["2025-09-01", "2025-09-02"]
