@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -105,6 +106,9 @@ def dagster_env(env: dict[str, str], state_dir: Path, *, pg_db: str | None = Non
     home = Path(state_dir) / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    # The UI's "join the community" dialog on localhost, marked as seen (it would cover the page)
+    (home / ".nux").mkdir(exist_ok=True)
+    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     host = str(info.get("host") or "127.0.0.1")
     if host.startswith("/"):  # a Unix socket dir: dagster-postgres builds a TCP URL
         host = "127.0.0.1"
@@ -303,6 +307,22 @@ class LocalDagster:
             raise RuntimeError(f"GraphQL errors: {body['errors']}")
         return body["data"]
 
+    def asset_groups(self) -> list[str]:
+        """The asset group names of the loaded code location(s)."""
+        data = self.graphql("query AssetGroups { assetNodes { groupName } }")
+        return sorted({n["groupName"] for n in data["assetNodes"] if n.get("groupName")})
+
+    def lineage_url(self, groups: list[str] | None = None) -> str:
+        """The UI's global asset lineage page (`/asset-groups`) with `groups` (default: all)
+        expanded, so every asset shows as a node (collapsed groups show only their name). The
+        group ids are `global@global:<group>` unless the browser enables Dagster's
+        "asset graph groups per code location" flag."""
+        names = self.asset_groups() if groups is None else groups
+        if not names:
+            return f"{self.base_url}/asset-groups"
+        expanded = ",".join(f"global@global:{g}" for g in names)
+        return f"{self.base_url}/asset-groups?expanded={quote(expanded, safe='')}"
+
     def _remember_descendants(self) -> None:
         for proc in (self.webserver, self.daemon):
             if proc is not None and proc.poll() is None:
@@ -316,40 +336,42 @@ class LocalDagster:
         return [pid for pid, started in self._known.items() if _start_time(pid) == started]
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM the daemon and webserver (their process groups and every descendant), then
-        SIGKILL whatever is left after `grace` seconds. Idempotent."""
+        """Stop both processes and everything they started. Idempotent.
+
+        SIGTERM to the daemon and the webserver first, so they shut their code servers down
+        themselves; after `grace` seconds SIGTERM to their process groups and to every
+        descendant seen while running (code servers, run workers), and SIGKILL to whatever
+        is still there a few seconds later."""
         self._remember_descendants()
         procs = [p for p in (self.daemon, self.webserver) if p is not None]
         for proc in procs:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)  # pgid == pid (start_new_session)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        for pid in self._known_alive():
-            _signal(pid, signal.SIGTERM)
+                _signal(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        while time.monotonic() < deadline and self._known_alive():
-            time.sleep(0.1)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+            if not any(p.poll() is None for p in procs) and not self._known_alive():
+                break
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, sig)  # pgid == pid (start_new_session)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for pid in self._known_alive():
+                _signal(pid, sig)
+            limit = time.monotonic() + wait
+            while time.monotonic() < limit and (
+                    any(p.poll() is None for p in procs) or self._known_alive()):
+                time.sleep(0.1)
         for proc in procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            try:
                 proc.wait(10)
-            else:  # the leader is gone; members of its group may not be
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        for pid in self._known_alive():
-            _signal(pid, signal.SIGKILL)
+            except subprocess.TimeoutExpired:
+                pass
         self._known.clear()
 
     @property

@@ -1,12 +1,26 @@
-"""The funnel report's rows, streamed from Postgres (CSV via COPY, never built in memory)."""
+"""The funnel report: its rows (CSV via COPY, never built in memory; JSON pages by keyset), the
+per-channel summary and the same summary per lead date. One implementation for the API
+(`report_api`), the CLI (`report_cli`) and Dagster.
+
+Rows are ordered by (leads_date, lead_at, lead_id): the business date, then the exact time the
+lead opened, then its stable id as a tie-breaker. Keyset pages continue after the last row's
+key, so a page never repeats or skips a row whatever is added to later dates meanwhile.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import date
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 # User-facing columns first, in the order the growth team asked for, then the extras.
 REPORT_COLUMNS = (
@@ -15,27 +29,94 @@ REPORT_COLUMNS = (
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
     "opening_keyword",
 )
+SORT_KEY = ("leads_date", "lead_at", "lead_id")
+MAX_CHANNELS = 20
+MAX_TEXT = 200
 
 
-def report_query(start: date, end: date, channels: list[str] | None = None) -> sql.Composed:
-    cols = sql.SQL(", ").join(
+class FilterError(ValueError):
+    """A report filter (or a page cursor) is not usable; the message says why."""
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Which leads a report covers: lead dates `start`..`end` inclusive (business dates in
+    FUNNEL_TIMEZONE; None = unbounded), any of `channels` (empty = all), one `campaign`
+    (the lead's campaign_id)."""
+
+    start: date | None = None
+    end: date | None = None
+    channels: tuple[str, ...] = ()
+    campaign: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise FilterError(f"start ({self.start}) is after end ({self.end})")
+        channels = tuple(sorted({c.strip() for c in self.channels}))
+        if any(not c for c in channels):
+            raise FilterError("channel must not be empty")
+        if len(channels) > MAX_CHANNELS:
+            raise FilterError(f"at most {MAX_CHANNELS} channels")
+        if any(len(c) > MAX_TEXT for c in channels):
+            raise FilterError(f"channel longer than {MAX_TEXT} characters")
+        object.__setattr__(self, "channels", channels)
+        if self.campaign is not None:
+            campaign = self.campaign.strip()
+            if not campaign or len(campaign) > MAX_TEXT:
+                raise FilterError(f"campaign must be 1 to {MAX_TEXT} characters")
+            object.__setattr__(self, "campaign", campaign)
+
+    def conditions(self, *, channel: str | None = None) -> sql.Composable:
+        """The WHERE clause; `channel` narrows it to one of the filter's channels."""
+        where: list[sql.Composable] = []
+        if self.start is not None:
+            where.append(sql.SQL("leads_date >= {}").format(sql.Literal(self.start)))
+        if self.end is not None:
+            where.append(sql.SQL("leads_date <= {}").format(sql.Literal(self.end)))
+        if channel is not None:
+            where.append(sql.SQL("channel = {}").format(sql.Literal(channel)))
+        elif self.channels:
+            where.append(sql.SQL("channel = ANY({})").format(sql.Literal(list(self.channels))))
+        if self.campaign is not None:
+            where.append(sql.SQL("campaign_id = {}").format(sql.Literal(self.campaign)))
+        return sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat() if self.start else None,
+                "end": self.end.isoformat() if self.end else None,
+                "channels": list(self.channels), "campaign": self.campaign}
+
+    def fingerprint(self) -> str:
+        """Short digest of the filter, carried in cursors so a cursor only continues its own."""
+        return hashlib.sha256(orjson.dumps(self.as_dict())).hexdigest()[:12]
+
+
+def _columns() -> sql.Composable:
+    return sql.SQL(", ").join(
         sql.SQL("round(transaction_value)::bigint AS transaction_value")
         if c == "transaction_value" else
         sql.SQL("round(transaction_total)::bigint AS transaction_total")
         if c == "transaction_total" else sql.Identifier(c)
         for c in REPORT_COLUMNS)
-    where = [sql.SQL("leads_date BETWEEN {} AND {}").format(sql.Literal(start), sql.Literal(end))]
-    if channels:
-        where.append(sql.SQL("channel = ANY({})").format(sql.Literal(list(channels))))
-    return sql.SQL("SELECT {} FROM funnel WHERE {} ORDER BY leads_date, lead_at, lead_id").format(
-        cols, sql.SQL(" AND ").join(where))
 
 
-def csv_chunks(conn: psycopg.Connection, start: date, end: date,
-               channels: list[str] | None = None) -> Iterator[bytes]:
+_ORDER = sql.SQL("ORDER BY leads_date, lead_at, lead_id")
+
+
+def report_query(start: date | None, end: date | None, channels: Sequence[str] | None = None,
+                 campaign: str | None = None) -> sql.Composed:
+    """Every row of the report, in report order (dates None = unbounded)."""
+    filt = ReportFilter(start, end, tuple(channels or ()), campaign)
+    return sql.SQL("SELECT {} FROM funnel WHERE {} {}").format(
+        _columns(), filt.conditions(), _ORDER)
+
+
+def csv_chunks(conn: psycopg.Connection, start: date | None, end: date | None,
+               channels: Sequence[str] | None = None, campaign: str | None = None,
+               ) -> Iterator[bytes]:
     """The report as CSV (header first), in chunks as Postgres produces them."""
     query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
-        report_query(start, end, channels))
+        report_query(start, end, channels, campaign))
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
             yield bytes(chunk)
@@ -44,3 +125,167 @@ def csv_chunks(conn: psycopg.Connection, start: date, end: date,
 def count_leads(conn: psycopg.Connection, start: date, end: date) -> int:
     return conn.execute("SELECT count(*) FROM funnel WHERE leads_date BETWEEN %s AND %s",
                         (start, end)).fetchone()[0]
+
+
+def count_rows(conn: psycopg.Connection, filt: ReportFilter) -> int:
+    """How many rows the report of `filt` has."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM funnel WHERE {}").format(
+        filt.conditions())).fetchone()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyset pages
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """The sort key of a row: where the next page starts (after it)."""
+
+    leads_date: date
+    lead_at: datetime
+    lead_id: str
+
+    def encode(self, filt: ReportFilter) -> str:
+        """An opaque cursor token (URL-safe) bound to `filt`."""
+        raw = orjson.dumps([self.leads_date.isoformat(), self.lead_at.isoformat(), self.lead_id,
+                            filt.fingerprint()])
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, token: str, filt: ReportFilter) -> PageKey:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            day, at, lead_id, fingerprint = orjson.loads(raw)
+            key = cls(date.fromisoformat(day), datetime.fromisoformat(at), str(lead_id))
+        except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+            raise FilterError("cursor is not a cursor this API issued") from None
+        if key.lead_at.tzinfo is None:
+            raise FilterError("cursor is not a cursor this API issued")
+        if fingerprint != filt.fingerprint():
+            raise FilterError("cursor belongs to other filters: repeat the first request's "
+                              "start, end, channel and campaign with it")
+        return key
+
+
+def page(conn: psycopg.Connection, filt: ReportFilter, limit: int,
+         after: PageKey | None = None) -> tuple[list[dict[str, Any]], PageKey | None]:
+    """Up to `limit` rows after `after` in report order, and the key to continue from (None on
+    the last page). With several channels, each channel's rows are read from its own index
+    range and merged, so a page costs about `limit` index entries per channel."""
+    keyset = (sql.SQL("(leads_date, lead_at, lead_id) > ({}, {}, {})").format(
+        sql.Literal(after.leads_date), sql.Literal(after.lead_at), sql.Literal(after.lead_id))
+        if after else sql.SQL("TRUE"))
+    one = sql.SQL("SELECT {cols} FROM funnel WHERE {where} AND {keyset} {order} LIMIT {n}")
+    n = sql.Literal(limit + 1)
+    if len(filt.channels) > 1:
+        parts = [sql.SQL("({})").format(one.format(
+            cols=_columns(), where=filt.conditions(channel=c), keyset=keyset, order=_ORDER, n=n))
+            for c in filt.channels]
+        query = sql.SQL("SELECT * FROM ({}) AS u {} LIMIT {}").format(
+            sql.SQL(" UNION ALL ").join(parts), _ORDER, n)
+    else:
+        query = one.format(cols=_columns(), where=filt.conditions(), keyset=keyset,
+                           order=_ORDER, n=n)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, PageKey(last["leads_date"], last["lead_at"], last["lead_id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+
+# Stage times are seconds from the lead's first message (lead_at) to the booking / transaction;
+# percentiles are continuous (interpolated, as percentile_cont), over the leads that reached it.
+_AGGREGATES = sql.SQL("""
+       count(*) AS leads,
+       count(booking_at) AS bookings,
+       count(transaction_at) AS transactions,
+       coalesce(sum(transaction_value), 0)::bigint AS revenue_sum,
+       round(avg(transaction_value))::bigint AS revenue_average,
+       coalesce(sum(transaction_total), 0)::bigint AS payments_sum,
+       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
+           ORDER BY date_part('epoch', booking_at - lead_at)) AS booking_seconds,
+       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
+           ORDER BY date_part('epoch', transaction_at - lead_at)) AS transaction_seconds""")
+
+
+@dataclass
+class StageSummary:
+    """Funnel figures of a group of leads (a channel, a day and channel, or all of them)."""
+
+    leads: int
+    bookings: int
+    transactions: int
+    revenue_sum: int
+    revenue_average: int | None
+    payments_sum: int
+    booking_seconds: list[float] | None = field(default=None, repr=False)
+    transaction_seconds: list[float] | None = field(default=None, repr=False)
+
+    @staticmethod
+    def _rate(num: int, den: int) -> float | None:
+        return round(num / den, 6) if den else None
+
+    @staticmethod
+    def _times(pcts: list[float] | None) -> dict[str, float | None]:
+        if not pcts:
+            return {"median": None, "p90": None}
+        return {"median": round(pcts[0], 3), "p90": round(pcts[1], 3)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "leads": self.leads, "bookings": self.bookings, "transactions": self.transactions,
+            "conversion": {
+                "lead_to_booking": self._rate(self.bookings, self.leads),
+                "booking_to_transaction": self._rate(self.transactions, self.bookings),
+                "lead_to_transaction": self._rate(self.transactions, self.leads)},
+            "revenue": {"sum": self.revenue_sum, "average": self.revenue_average,
+                        "payments_sum": self.payments_sum},
+            "lead_to_booking_seconds": self._times(self.booking_seconds),
+            "lead_to_transaction_seconds": self._times(self.transaction_seconds),
+        }
+
+
+_STAGE_FIELDS = ("leads", "bookings", "transactions", "revenue_sum", "revenue_average",
+                 "payments_sum", "booking_seconds", "transaction_seconds")
+
+
+def _stage(row: dict[str, Any]) -> StageSummary:
+    return StageSummary(**{k: row[k] for k in _STAGE_FIELDS})
+
+
+def summary(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
+    """Per channel (`by_channel`, by channel name) and over all of the filter's leads (`total`).
+    A filter on one channel has its total equal to that channel's figures."""
+    grouping = (sql.SQL("GROUP BY channel") if len(filt.channels) == 1
+                else sql.SQL("GROUP BY GROUPING SETS ((channel), ())"))
+    query = sql.SQL("SELECT channel, GROUPING(channel) = 1 AS is_total, {} FROM funnel "
+                    "WHERE {} {} ORDER BY is_total, channel").format(
+        _AGGREGATES, filt.conditions(), grouping)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    by_channel = [{"channel": r["channel"], **_stage(r).as_dict()}
+                  for r in rows if not r["is_total"]]
+    totals = [r for r in rows if r["is_total"]]
+    if totals:
+        total = _stage(totals[0]).as_dict()
+    elif len(by_channel) == 1:
+        total = {k: v for k, v in by_channel[0].items() if k != "channel"}
+    else:
+        total = StageSummary(0, 0, 0, 0, None, 0).as_dict()
+    return {"by_channel": by_channel, "total": total}
+
+
+def daily(conn: psycopg.Connection, filt: ReportFilter) -> list[dict[str, Any]]:
+    """The summary per lead date and channel, in (leads_date, channel) order."""
+    query = sql.SQL("SELECT leads_date, channel, {} FROM funnel WHERE {} "
+                    "GROUP BY leads_date, channel ORDER BY leads_date, channel").format(
+        _AGGREGATES, filt.conditions())
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    return [{"leads_date": r["leads_date"].isoformat(), "channel": r["channel"],
+             **_stage(r).as_dict()} for r in rows]
