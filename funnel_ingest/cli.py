@@ -190,9 +190,36 @@ def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Pope
     raise RuntimeError(f"the API did not become ready in 60 s; see {log_file}")
 
 
+def _demo_traffic(customers: int, seed: int | None):
+    """Realistic conversations of the last two days (simulator), as provider webhook bodies."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from .engine.simulator import simulate, to_webhooks
+
+    seed = random.randrange(1 << 30) if seed is None else seed
+    start = datetime.now(timezone.utc) - timedelta(days=2, hours=1)
+    sim = simulate(customers, seed=seed, start=start, days=2)
+    return sim, list(to_webhooks(sim.deliveries(seed=seed), seed=seed))
+
+
+def _print_summary(conn) -> None:
+    rows = conn.execute(
+        """SELECT channel, count(*), count(booking_at), count(transaction_at),
+                  coalesce(sum(transaction_value), 0)
+             FROM funnel GROUP BY channel ORDER BY count(*) DESC""").fetchall()
+    print(f"\n{'channel':16}{'leads':>8}{'booked':>8}{'paid':>8}{'revenue (Rp)':>18}")
+    for channel, leads, booked, paid, revenue in rows:
+        print(f"{channel:16}{leads:8}{booked:8}{paid:8}{int(revenue):18,}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    import psycopg
+    import redis
+
     from . import s3, stack
-    from .samples import burst
+    from .local_dagster import LocalDagster, dagster_env
+    from .report import csv_chunks
     from .sender import send_all
     from .settings import get_settings
 
@@ -200,36 +227,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     env = stack.stack_env()
     _apply_env(env)
     settings = get_settings()
+    state = stack.state_dir()
     port = args.port or _free_port()
-    log_file = stack.state_dir() / "logs" / "api.log"
-    _err(f"starting the API on 127.0.0.1:{port} (log: {log_file})")
-    api = start_api(env, port, log_file)
+    _err(f"starting the API on 127.0.0.1:{port} (log: {state / 'logs' / 'api.log'})")
+    api = start_api(env, port, state / "logs" / "api.log")
+    denv = dagster_env(env, state)
+    _err("starting Dagster (webserver + daemon; the stream sensor drains every 5 s) ...")
+    dagster = LocalDagster(denv, state, port=args.dagster_port or None)
     try:
-        import redis
+        dagster.start()
+        _err(f"Dagster UI: {dagster.base_url}")
         r = redis.Redis.from_url(settings.redis_url)
-        before = sum(r.xlen(k) for k in settings.stream_keys())
-        _err(f"sending {args.count} sample webhooks (WhatsApp, Qontak, generic) ...")
-        report = asyncio.run(send_all(f"http://127.0.0.1:{port}", burst(args.count, seed=args.seed),
-                                      env, concurrency=args.concurrency))
-        after = sum(r.xlen(k) for k in settings.stream_keys())
-        client = s3.client(settings)
-        objects = 0
-        for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket=settings.raw_bucket, Prefix="raw/"):
-            objects += page.get("KeyCount", 0)
+        sim, samples = _demo_traffic(args.customers, args.seed)
+        _err(f"sending {len(samples)} webhooks ({len(sim.messages)} messages of "
+             f"{args.customers} simulated customers: WhatsApp, Qontak, generic) ...")
+        report = asyncio.run(send_all(f"http://127.0.0.1:{port}", samples, env,
+                                      concurrency=args.concurrency))
+        objects = sum(page.get("KeyCount", 0) for page in s3.client(settings).get_paginator(
+            "list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix="raw/"))
         print(f"webhooks sent:            {report.sent} in {report.seconds:.2f} s "
-              f"({report.sent / max(report.seconds, 1e-9):.0f}/s)")
-        print(f"accepted (2xx):           {report.accepted}   other: "
-              f"{dict((k, v) for k, v in report.statuses.items() if not 200 <= k < 300) or 0}")
-        print(f"latency p50 / p99:        {report.percentile(50) * 1000:.1f} ms / "
-              f"{report.percentile(99) * 1000:.1f} ms")
+              f"({report.sent / max(report.seconds, 1e-9):.0f}/s), accepted {report.accepted}, "
+              f"p50 {report.percentile(50) * 1000:.1f} ms, p99 {report.percentile(99) * 1000:.1f} ms")
         print(f"raw archive objects:      {len(report.raw_keys)} written now "
               f"({objects} in s3://{settings.raw_bucket}/raw/)")
-        print(f"messages appended:        {report.messages} new, {report.duplicates} redeliveries")
-        print(f"stream entries:           {after} ({after - before:+d}) in "
-              f"{', '.join(settings.stream_keys())}")
+        print(f"items appended:           {report.messages} new, {report.duplicates} redeliveries")
+        _err("waiting for the sensor's drain runs to empty the stream ...")
+        t0 = time.monotonic()
+        while any(r.xlen(k) for k in settings.stream_keys()):
+            if time.monotonic() - t0 > args.timeout:
+                raise RuntimeError(f"the stream was not drained within {args.timeout} s; see "
+                                   f"{dagster.daemon_log} and {dagster.base_url}/runs")
+            time.sleep(1)
+        print(f"stream drained by Dagster {time.monotonic() - t0:.1f} s after the last webhook")
+        out_dir = state / "reports"
+        out_dir.mkdir(exist_ok=True)
+        with psycopg.connect(settings.database_url) as conn:
+            _print_summary(conn)
+            first, last = conn.execute("SELECT min(leads_date), max(leads_date) FROM funnel"
+                                       ).fetchone()
+            if first:
+                path = out_dir / f"funnel_{first}_{last}.csv"
+                with path.open("wb") as f:
+                    for chunk in csv_chunks(conn, first, last):
+                        f.write(chunk)
+                print(f"\nfunnel report CSV:        {path}")
+        if args.keep:
+            print(f"API {f'http://127.0.0.1:{port}'} and Dagster {dagster.base_url} keep running; "
+                  "stop them with Ctrl-C")
+            while True:
+                time.sleep(3600)
         return 0 if report.accepted == report.sent else 1
     finally:
+        dagster.stop()
         api.terminate()
         try:
             api.wait(10)
@@ -262,8 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--to", dest="end", required=True, help="last business date, YYYY-MM-DD")
     bf.set_defaults(func=cmd_backfill)
     demo = sub.add_parser("demo", help="run the pipeline end to end on local defaults")
-    demo.add_argument("--count", type=int, default=600, help="webhooks to send")
+    demo.add_argument("--customers", type=int, default=150, help="simulated customers")
     demo.add_argument("--concurrency", type=int, default=32)
+    demo.add_argument("--timeout", type=float, default=180, help="seconds to wait for the drain")
+    demo.add_argument("--dagster-port", type=int, default=0)
+    demo.add_argument("--keep", action="store_true", help="leave the API and Dagster running")
     demo.add_argument("--seed", type=int, default=None,
                       help="seed of the sample traffic (default: new messages every run)")
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
