@@ -13,14 +13,17 @@ for a month and a channel; a full CSV export streams without loading everything 
 3. measured over HTTP: `/funnel-report` first page (rows + summary) for the busiest month and
    one channel (the channels in turn), the next page by cursor, `/funnel-report/daily` for the
    same filter, the month over all channels, and the full CSV export (every row, streamed),
-   with the API process' peak RSS before and after the export.
+   with the API process' peak RSS before and after the export;
+4. `funnel export` of every lead to a file, as CSV and as Parquet.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -35,6 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from funnel_ingest import db, stack  # noqa: E402
 from funnel_ingest.cli import _free_port, start_api  # noqa: E402
+from funnel_ingest.report import ReportFilter  # noqa: E402
+from funnel_ingest.report_cli import export  # noqa: E402
+from funnel_ingest.settings import Settings  # noqa: E402
 
 DB_NAME = "funnel_bench_report"
 CHANNELS = ("ads", "direct", "website", "campaign_blast")
@@ -120,17 +126,15 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def timed(client: httpx.Client, n: int, make_params) -> tuple[list[float], httpx.Response]:
+def timed(client: httpx.Client, path: str, params: list[dict], n: int) -> list[float]:
+    """Seconds of `n` sequential GETs of `path`, cycling through `params`."""
     times = []
-    r = None
     for i in range(n):
         t = time.perf_counter()
-        r = client.get("/funnel-report" if "daily" not in make_params(i) else
-                       "/funnel-report/daily",
-                       params={k: v for k, v in make_params(i).items() if k != "daily"})
+        r = client.get(path, params=params[i % len(params)])
         times.append(time.perf_counter() - t)
         r.raise_for_status()
-    return times, r
+    return times
 
 
 def line(name: str, times: list[float]) -> str:
@@ -189,28 +193,19 @@ def main() -> None:
         headers = {"X-API-Key": api_key}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers,
                           timeout=120) as client:
-            month_filter = {"start": month.isoformat(), "end": end.isoformat()}
-
-            def channel_month(i: int) -> dict:
-                return {**month_filter, "channel": CHANNELS[i % len(CHANNELS)]}
-
-            timed(client, 5, channel_month)  # warm-up (pool, caches)
-            first, _ = timed(client, args.requests, channel_month)
-            print(line("/funnel-report month + channel, page 1", first))
-
-            def next_page(i: int) -> dict:
-                params = channel_month(i)
-                r = client.get("/funnel-report", params={**params, "limit": 100})
-                return {**params, "limit": 100, "cursor": r.json()["next_cursor"]}
-
-            cursors = [next_page(i) for i in range(len(CHANNELS))]
-            later, _ = timed(client, args.requests, lambda i: cursors[i % len(cursors)])
-            print(line("/funnel-report month + channel, page 2", later))
-            days_t, _ = timed(client, args.requests // 2,
-                              lambda i: {**channel_month(i), "daily": 1})
-            print(line("/funnel-report/daily month + channel", days_t))
-            all_ch, _ = timed(client, max(20, args.requests // 5), lambda i: month_filter)
-            print(line("/funnel-report month, all channels", all_ch))
+            span = {"start": month.isoformat(), "end": end.isoformat()}
+            one_channel = [{**span, "channel": c} for c in CHANNELS]
+            timed(client, "/funnel-report", one_channel, 8)  # warm-up: pool, caches
+            print(line("/funnel-report month + channel, page 1",
+                       timed(client, "/funnel-report", one_channel, args.requests)))
+            second = [{**q, "cursor": client.get("/funnel-report", params=q).json()[
+                "next_cursor"]} for q in one_channel]
+            print(line("/funnel-report month + channel, page 2",
+                       timed(client, "/funnel-report", second, args.requests)))
+            print(line("/funnel-report/daily month + channel",
+                       timed(client, "/funnel-report/daily", one_channel, args.requests // 2)))
+            print(line("/funnel-report month, all channels",
+                       timed(client, "/funnel-report", [span], max(20, args.requests // 5))))
 
             rss_before = peak_rss_mb(api.pid)
             t = time.perf_counter()
@@ -230,6 +225,19 @@ def main() -> None:
     finally:
         api.terminate()
         api.wait(10)
+
+    settings = Settings(database_url=url)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("csv", "parquet"):
+            if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+                print("funnel export parquet: skipped (pyarrow is not installed)")
+                continue
+            out = Path(tmp) / f"funnel_report.{fmt}"
+            t = time.perf_counter()
+            rows = export(settings, ReportFilter(), str(out), fmt)
+            dt = time.perf_counter() - t
+            print(f"{'funnel export ' + fmt + ' (every lead, to a file)':44} {dt:.1f} s: "
+                  f"{rows:,} rows, {out.stat().st_size / 1e6:,.0f} MB ({rows / dt:,.0f} rows/s)")
 
 
 if __name__ == "__main__":

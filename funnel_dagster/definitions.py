@@ -3,6 +3,8 @@ CSV report, fed near-real-time by the stream sensor (see `defs/`)."""
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from funnel_ingest import db
@@ -22,14 +24,16 @@ def _migrate() -> None:
 
 
 _migrate()
+warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy, sensor owners
 
 defs = dg.Definitions(
     assets=[assets.raw_archive, assets.message_stream, assets.keywords,
             assets.classified_messages, assets.funnel, assets.funnel_report_csv],
     asset_checks=checks.ALL_CHECKS,
-    jobs=[drain.drain_job, schedules.keywords_job, schedules.report_job, schedules.checks_job],
+    jobs=[drain.drain_job, schedules.keywords_job, schedules.report_job, schedules.checks_job,
+          schedules.run_history_cleanup_job],
     sensors=[drain.message_stream_sensor],
     schedules=[schedules.keywords_schedule, schedules.checks_schedule,
-               schedules.daily_report_schedule],
+               schedules.daily_report_schedule, schedules.run_history_cleanup_schedule],
     resources=resources(),
 )

@@ -304,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     drain = sub.add_parser("drain", help="process everything on the streams now")
     drain.add_argument("--batch-size", type=int, default=10_000)
     drain.set_defaults(func=cmd_drain)
-    from . import keyword_cli
+    from . import keyword_cli, report_cli
     keyword_cli.add_parsers(sub)
+    report_cli.add_parsers(sub)
     bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them")
     bf.add_argument("--from", dest="start", required=True, help="first business date, YYYY-MM-DD")
     bf.add_argument("--to", dest="end", required=True, help="last business date, YYYY-MM-DD")

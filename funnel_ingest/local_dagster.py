@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -46,7 +46,9 @@ _DAEMON_QUERY = """
 query LocalDagsterStatus {
   instance {
     daemonHealth {
-      allDaemonStatuses { daemonType required healthy lastHeartbeatErrors { message } }
+      allDaemonStatuses {
+        daemonType required healthy lastHeartbeatTime lastHeartbeatErrors { message }
+      }
     }
   }
   workspaceOrError {
@@ -205,12 +207,13 @@ class LocalDagster:
         self.daemon_log = self.log_dir / "dagster-daemon.log"
         self.webserver: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
         # descendants seen while running (pid -> start time), stopped with their parents
         self._known: dict[int, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> LocalDagster:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -225,9 +228,10 @@ class LocalDagster:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
-    def start(self) -> LocalDagster:
+    def start(self) -> Self:
         """Start both processes and wait until they are ready (stopping them on failure)."""
         ws = str(self.workspace)
+        self.started_at = time.time()
         try:
             self.webserver = self._spawn(
                 [*_command("dagster-webserver", "dagster_webserver"),
@@ -274,8 +278,11 @@ class LocalDagster:
                                        f"{err.get('message')}{''.join(err.get('stack') or [])}")
             loaded = bool(last["locations"]) and all(
                 e["loadStatus"] == "LOADED" for e in last["locations"])
-            daemons = last["daemons"]
-            healthy = bool(daemons) and all(d["healthy"] for d in daemons if d["required"])
+            # healthy, and by our daemon (not a heartbeat left in the storage by an earlier one)
+            daemons = [d for d in last["daemons"] if d["required"]]
+            healthy = bool(daemons) and all(
+                d["healthy"] and (d["lastHeartbeatTime"] or 0) >= self.started_at
+                for d in daemons)
             return loaded and healthy
 
         try:

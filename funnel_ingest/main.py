@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from . import db, keywords_api, ops, s3, webhooks
+from . import db, keywords_api, ops, report_api, s3, webhooks
 from .archive import RawArchive
 from .ingest import Ingestor
 from .settings import Settings, get_settings
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(ops.router)
     app.include_router(keywords_api.router)
+    app.include_router(report_api.router)
     return app
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from . import dashboard, report
 from .keywords_api import _api_key, _check_key, problem
-from .report import FilterError, PageKey, ReportFilter
+from .report import FilterError, PageKey, ReportFilter, configure_session
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ T = TypeVar("T")
 
 CSV_BLOCK_BYTES = 64 * 1024
 POOL_TIMEOUT_SECONDS = 5.0
-
-
-def configure_session(conn: psycopg.Connection) -> None:
-    """Report sessions: exact timestamps in UTC (as stored), and room for the summaries' sorts
-    (the medians of a month and a channel sort ~100k values) in memory."""
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.execute("SET work_mem = '64MB'")
 
 
 @asynccontextmanager

@@ -24,8 +24,8 @@ from funnel_ingest.settings import Settings, get_settings
 PAYLOADS = Path(__file__).parent / "payloads"
 
 # Tests use their own database, Redis db and buckets on the stack's servers.
-TEST_DB = "funnel_test"
-TEST_REDIS_DB = 15
+TEST_DB = os.environ.get("FUNNEL_TEST_DB", "funnel_test")
+TEST_REDIS_DB = int(os.environ.get("FUNNEL_TEST_REDIS_DB", "15"))
 
 
 def free_port() -> int:

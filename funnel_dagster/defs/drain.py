@@ -172,9 +172,16 @@ def message_stream_sensor(context: dg.SensorEvaluationContext,
         "oldest_entry_age_seconds": round(max(
             (_oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0), 1),
         **{f"length {s}": n for s, n in backlog.items()}})
+    events: list = [observation]
+    if requests:  # the archive objects holding the newest messages handed out now
+        newest = [r.xrevrange(s, count=1) for s in settings.stream_keys()]
+        keys = sorted({e[0][1].get(b"raw_key", b"").decode() for e in newest if e} - {""})
+        if keys:
+            events.append(dg.AssetObservation("raw_archive", metadata={
+                "latest_objects": ", ".join(keys), "bucket": settings.raw_bucket}))
     if not requests:
         return dg.SensorResult(skip_reason=dg.SkipReason(
             "no new messages" if not busy else f"waiting for runs of {sorted(busy)}"),
-            cursor=json.dumps(new_cursor), asset_events=[observation])
+            cursor=json.dumps(new_cursor), asset_events=events)
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor),
-                           asset_events=[observation])
+                           asset_events=events)

@@ -1,7 +1,8 @@
 """Schedules: keyword sync every 15 minutes, the CSV report every morning, data checks."""
 
 
-from datetime import datetime, timedelta
+import os
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -37,3 +38,36 @@ def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReques
     now = context.scheduled_execution_time or datetime.now(tz)
     day = (now.astimezone(tz) - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(run_key=f"report-{day}", partition_key=day)
+
+
+RUN_RETENTION_DAYS = int(os.environ.get("FUNNEL_RUN_RETENTION_DAYS", "14"))
+
+
+@dg.op(description="Delete finished drain runs (and their event logs) older than the retention.")
+def delete_old_drain_runs(context: dg.OpExecutionContext) -> None:
+    cutoff = datetime.now(timezone.utc) - timedelta(days=RUN_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        old = context.instance.get_run_records(
+            filters=dg.RunsFilter(job_name="drain_job", created_before=cutoff,
+                                  statuses=[dg.DagsterRunStatus.SUCCESS,
+                                            dg.DagsterRunStatus.FAILURE,
+                                            dg.DagsterRunStatus.CANCELED]), limit=500)
+        if not old:
+            break
+        for record in old:
+            context.instance.delete_run(record.dagster_run.run_id)
+        deleted += len(old)
+    context.log.info(f"deleted {deleted} drain runs older than {RUN_RETENTION_DAYS} days")
+
+
+@dg.job(description="Keep the run history bounded: a year of micro-batches must not grow the "
+                    "event log without limit (sensor/schedule ticks are purged by dagster.yaml).")
+def run_history_cleanup_job():
+    delete_old_drain_runs()
+
+
+run_history_cleanup_schedule = dg.ScheduleDefinition(
+    name="run_history_cleanup_daily", job=run_history_cleanup_job, cron_schedule="30 3 * * *",
+    execution_timezone=get_settings().funnel_timezone,
+    default_status=dg.DefaultScheduleStatus.RUNNING)

@@ -33,3 +33,23 @@ def test_daily_report_schedule_asks_for_yesterday_in_the_funnel_timezone(stack_e
                                     repository_def=defs.get_repository_def())
     request = daily_report_schedule.evaluate_tick(ctx).run_requests[0]
     assert request.partition_key == "2025-10-01"
+
+
+def test_old_drain_runs_are_deleted_and_recent_ones_kept(stack_env):
+    from datetime import timedelta
+
+    from funnel_dagster.defs import schedules
+    from funnel_dagster.defs.drain import drain_job
+    instance = dg.DagsterInstance.ephemeral()
+    kept = instance.create_run_for_job(
+        drain_job, status=dg.DagsterRunStatus.SUCCESS,
+        run_config={"ops": {"drain_stream_range": {"config": {"ranges": []}}}})
+    schedules.RUN_RETENTION_DAYS = 0  # everything finished before now is old
+    try:
+        result = schedules.run_history_cleanup_job.execute_in_process(instance=instance)
+    finally:
+        schedules.RUN_RETENTION_DAYS = 14
+    assert result.success
+    assert instance.get_run_by_id(kept.run_id) is None
+    assert instance.get_run_by_id(result.run_id) is not None  # other jobs untouched
+    del timedelta

@@ -64,9 +64,9 @@ def test_new_entries_give_one_run_with_the_exact_range_and_the_cursor_advances(
 def test_sensor_reports_the_backlog_as_an_observation(resources, clean, r):
     push(r, [s.message for s in SIM.messages[:5]])
     result, _ = evaluate(resources)
-    [obs] = result.asset_events
-    assert obs.asset_key == dg.AssetKey("message_stream")
-    assert obs.metadata["backlog"].value == 5
+    events = {e.asset_key.to_user_string(): e for e in result.asset_events}
+    assert events["message_stream"].metadata["backlog"].value == 5
+    assert events["raw_archive"].metadata["latest_objects"].value == "sim"
 
 
 def run_drain(resources, request):

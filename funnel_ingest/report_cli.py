@@ -1,0 +1,532 @@
+"""`funnel send-mock | export | report`: sample traffic into a running API, the funnel report
+to a file or S3, the funnel summary in the terminal.
+
+    funnel send-mock [--url URL] [--count N] [--rate PER_S] [--concurrency N]
+                     [--sources whatsapp,qontak,generic] [--seed N] [--days N]
+    funnel export    [--from DATE] [--to DATE] [--channel C]... [--campaign ID]
+                     [--format csv|parquet] [--output PATH | s3://BUCKET/KEY]
+    funnel report    [--from DATE] [--to DATE] [--channel C]... [--campaign ID] [--daily] [--json]
+
+Settings come from the environment (and `.env`); where `funnel up` ran (a `.funnel/env`), the
+local stack's settings and secrets fill in what the environment does not set. `send-mock`
+posts simulator conversations (`engine.simulator`) signed as each provider signs them to
+`--url` (default `FUNNEL_API_URL`, else http://127.0.0.1:8000). `export` and `report` read
+Postgres directly, with the same query and columns as `GET /funnel-report`.
+
+Wired into `funnel_ingest/cli.py` by `report_cli.add_parsers(sub)` in `build_parser()`.
+Exit codes: 0 done, 1 failed (or some webhooks were not accepted), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import itertools
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports happen in the commands, not when the CLI starts
+    from rich.progress import Progress
+
+    from .report import ReportFilter
+    from .samples import Sample
+    from .sender import SendReport
+    from .settings import Settings
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+SOURCES = ("whatsapp", "qontak", "generic")
+DEFAULT_OUTPUT = "funnel_report.csv"
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _settings() -> Settings:
+    """The environment's settings; the local stack's (`funnel up` here) fill in the rest."""
+    from .settings import get_settings
+
+    state = Path(os.environ.get("FUNNEL_STATE_DIR") or Path.cwd() / ".funnel")
+    if (state / "env").is_file():
+        from . import stack
+        from .cli import _apply_env
+        _apply_env(stack.stack_env())  # explicit environment variables still win
+    return get_settings()
+
+
+def _progress(enabled: bool) -> Progress:
+    """A progress bar on stderr (rich); `enabled=False` shows nothing."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=not enabled)
+
+
+# ---------------------------------------------------------------------------------------------
+# send-mock
+
+
+def mock_samples(count: int, *, seed: int, sources: Iterable[str] = SOURCES, days: int = 1,
+                 now: datetime | None = None) -> Iterator[Sample]:
+    """`count` webhook bodies of simulated conversations (all of them within the last `days`
+    days), only from `sources`. The same seed gives the same message ids (redeliveries)."""
+    from .engine.simulator import customers_for_messages, simulate, to_webhooks
+
+    wanted = frozenset(sources)
+    now = now or datetime.now(UTC)
+    made = empty = 0
+    for n in itertools.count():
+        # a body carries about 1.2 messages and each source has about a third of the
+        # customers: ask for what is missing, with a margin
+        missing = (count - made) * 1.3 * len(SOURCES) / len(wanted)
+        customers = customers_for_messages(int(missing) + 8, days=days)
+        sim = simulate(customers, seed=seed + n, start=now - timedelta(days=days), days=days)
+        before = made
+        for sample in to_webhooks((m.message for m in sim.messages), seed=seed + n):
+            if sample.source in wanted:
+                yield sample
+                made += 1
+                if made >= count:
+                    return
+        empty = empty + 1 if made == before else 0
+        if empty == 20:
+            raise RuntimeError(f"the simulator made no webhooks from {sorted(wanted)}")
+
+
+async def send_mock(base_url: str, samples: Iterable[Sample], env: dict[str, str], *,
+                    concurrency: int = 32, rate: float = 0.0,
+                    on_result: Callable[[int], None] | None = None) -> SendReport:
+    """Post `samples` with `concurrency` requests in flight, starting at most `rate` per
+    second (0 = as fast as the API answers); `on_result(status)` after each answer (0 = no
+    answer). Signed as each provider signs (`sender.headers_for`)."""
+    import httpx
+
+    from .samples import ROUTES
+    from .sender import SendReport, headers_for
+
+    report = SendReport()
+    queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=concurrency * 2)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        async def worker() -> None:
+            while (sample := await queue.get()) is not None:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(ROUTES[sample.source], content=sample.body,
+                                          headers=headers_for(sample, env))
+                    code = r.status_code
+                    if code == 200:
+                        out = r.json()
+                        report.messages += out["messages"] + out["statuses"] - out["duplicates"]
+                        report.duplicates += out["duplicates"]
+                        report.raw_keys.add(out["raw_key"])
+                except httpx.HTTPError:
+                    code = 0
+                report.latencies.append(time.perf_counter() - t0)
+                report.statuses[code] += 1
+                report.sent += 1
+                if on_result:
+                    on_result(code)
+
+        start = time.perf_counter()
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        for i, sample in enumerate(samples):
+            if rate > 0 and (delay := start + i / rate - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            await queue.put(sample)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def cmd_send_mock(args: argparse.Namespace) -> int:
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if not sources or any(s not in SOURCES for s in sources):
+        _err(f"funnel send-mock: --sources takes a comma-separated subset of {','.join(SOURCES)}")
+        return 2
+    settings = _settings()
+    env = settings.as_env()
+    if "whatsapp" in sources and not env["WHATSAPP_APP_SECRET"]:
+        _err("funnel send-mock: WHATSAPP_APP_SECRET is not set (the API's secret signs "
+             "WhatsApp bodies); run `funnel up` or set it, or leave whatsapp out of --sources")
+        return 1
+    if set(sources) - {"whatsapp"} and not (env["WEBHOOK_TOKEN"] or env["WEBHOOK_HMAC_SECRET"]):
+        _err("funnel send-mock: WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET is not set (the API's "
+             "secret for Qontak and generic webhooks); run `funnel up` or set one")
+        return 1
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    url = args.url.rstrip("/")
+    _err(f"sending {args.count:,} simulated webhooks ({', '.join(sources)}; seed {seed}) to "
+         f"{url}" + (f" at up to {args.rate:g}/s" if args.rate else ""))
+    samples = mock_samples(args.count, seed=seed, sources=sources, days=args.days)
+    with _progress(not args.no_progress) as progress:
+        task = progress.add_task("webhooks", total=args.count)
+        rejected = 0
+
+        def on_result(code: int) -> None:
+            nonlocal rejected
+            rejected += not 200 <= code < 300
+            progress.update(task, advance=1,
+                            description=f"webhooks ({rejected} not accepted)" if rejected
+                            else "webhooks")
+
+        report = asyncio.run(send_mock(url, samples, env, concurrency=args.concurrency,
+                                       rate=args.rate, on_result=on_result))
+    others = {code: n for code, n in sorted(report.statuses.items()) if not 200 <= code < 300}
+    ms = [report.percentile(p) * 1000 for p in (50, 95, 99, 100)]
+    print(f"sent:      {report.sent:,} webhooks in {report.seconds:.2f} s "
+          f"({report.sent / max(report.seconds, 1e-9):,.0f}/s)")
+    print(f"accepted:  {report.accepted:,} (2xx)")
+    print(f"rejected:  {sum(others.values()):,}"
+          + (" (" + ", ".join(f"{'no answer' if c == 0 else c}: {n}" for c, n in others.items())
+             + ")" if others else ""))
+    print(f"latency:   p50 {ms[0]:.1f} ms, p95 {ms[1]:.1f} ms, p99 {ms[2]:.1f} ms, "
+          f"max {ms[3]:.1f} ms")
+    print(f"messages:  {report.messages:,} appended, {report.duplicates:,} redeliveries")
+    return 0 if report.sent and report.accepted == report.sent else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (for boto3 and pyarrow)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buf = chunk
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def arrow_schema():
+    """The report's columns as Parquet types (dates, integer Rupiah, UTC timestamps)."""
+    import pyarrow as pa
+
+    from .report import REPORT_COLUMNS
+
+    types = {"leads_date": pa.date32(), "booking_date": pa.date32(),
+             "transaction_date": pa.date32(), "requested_date": pa.date32(),
+             "transaction_value": pa.int64(), "transaction_total": pa.int64(),
+             "cycle": pa.int32(), "transactions": pa.int32(),
+             "lead_at": pa.timestamp("us", tz="UTC"), "booking_at": pa.timestamp("us", tz="UTC"),
+             "transaction_at": pa.timestamp("us", tz="UTC")}
+    return pa.schema([(c, types.get(c, pa.string())) for c in REPORT_COLUMNS])
+
+
+def write_parquet(chunks: Iterator[bytes], sink: str | Path) -> None:
+    """The report's CSV stream (`report.csv_chunks`) as a Parquet file, batch by batch."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema()
+    reader = pacsv.open_csv(
+        ChunkReader(chunks), read_options=pacsv.ReadOptions(block_size=4 << 20),
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema, strings_can_be_null=True, quoted_strings_can_be_null=False))
+    with pq.ParquetWriter(str(sink), schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
+def _s3_target(output: str) -> tuple[str, str] | None:
+    if not output.startswith("s3://"):
+        return None
+    bucket, _, key = output[5:].partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise ValueError(f"{output}: an S3 destination is s3://BUCKET/KEY")
+    return bucket, key
+
+
+def _counted(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
+    """The chunks unchanged, reporting the rows (lines) each one completes."""
+    header = True
+    for chunk in chunks:
+        lines = chunk.count(b"\n")
+        if header and lines:
+            lines -= 1
+            header = False
+        if lines:
+            advance(lines)
+        yield chunk
+
+
+def export(settings: Settings, filt: ReportFilter, output: str, fmt: str, *,
+           progress: bool = False) -> int:
+    """Write the report of `filt` to `output` (a path or s3://bucket/key) as `fmt`; returns
+    the number of rows. A local file appears only complete (written beside, then renamed)."""
+    import psycopg
+
+    from . import report, s3
+
+    target = _s3_target(output)
+    with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+        report.configure_session(conn)
+        total = report.count_rows(conn, filt)
+        with _progress(progress) as bar:
+            task = bar.add_task("rows", total=total)
+            rows = 0
+
+            def advance(n: int) -> None:
+                nonlocal rows
+                rows += n
+                bar.update(task, advance=n)
+
+            chunks = _counted(report.csv_chunks(conn, filt.start, filt.end, filt.channels,
+                                                filt.campaign), advance)
+            if target is None:
+                path = Path(output)
+                part = path.with_name(f".{path.name}.part")
+                try:
+                    if fmt == "parquet":
+                        write_parquet(chunks, part)
+                    else:
+                        with part.open("wb") as f:
+                            for chunk in chunks:
+                                f.write(chunk)
+                    part.replace(path)
+                finally:
+                    part.unlink(missing_ok=True)
+                return rows
+            from boto3.s3.transfer import TransferConfig
+
+            bucket, key = target
+            client = s3.client(settings)
+            config = TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4)
+            if fmt == "csv":
+                client.upload_fileobj(ChunkReader(chunks), bucket, key, Config=config,
+                                      ExtraArgs={"ContentType": "text/csv"})
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp) / "report.parquet"
+                    write_parquet(chunks, local)
+                    client.upload_file(str(local), bucket, key, Config=config,
+                                       ExtraArgs={"ContentType": "application/vnd.apache.parquet"})
+            return rows
+
+
+def _filter_from(args: argparse.Namespace, cmd: str) -> ReportFilter | None:
+    from .report import FilterError, ReportFilter
+
+    try:
+        return ReportFilter(args.start, args.end, tuple(args.channel or ()), args.campaign)
+    except FilterError as exc:
+        _err(f"funnel {cmd}: {exc}")
+        return None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import psycopg
+
+    filt = _filter_from(args, "export")
+    if filt is None:
+        return 2
+    fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            _err("funnel export: Parquet needs pyarrow (pip install 'pyarrow>=16,<25')")
+            return 1
+    try:
+        _s3_target(args.output)
+    except ValueError as exc:
+        _err(f"funnel export: {exc}")
+        return 2
+    settings = _settings()
+    started = time.perf_counter()
+    try:
+        rows = export(settings, filt, args.output, fmt, progress=not args.no_progress)
+    except psycopg.Error as exc:
+        _err(f"funnel export: Postgres: {' '.join(str(exc).split())}")
+        return 1
+    seconds = time.perf_counter() - started
+    size = "" if args.output.startswith("s3://") else \
+        f", {Path(args.output).stat().st_size / 1e6:,.1f} MB"
+    span = f"{filt.start or 'first'} .. {filt.end or 'last'}"
+    print(f"wrote {rows:,} leads ({span}) as {fmt} to {args.output}{size} in {seconds:.1f} s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _money(x: int | None) -> str:
+    return "-" if x is None else f"Rp {x:,}".replace(",", ".")
+
+
+def figures_row(f: dict[str, Any]) -> list[str]:
+    """One summary (`report.StageSummary.as_dict()`) as table cells."""
+    c, b, t = f["conversion"], f["lead_to_booking_seconds"], f["lead_to_transaction_seconds"]
+    return [f"{f['leads']:,}", f"{f['bookings']:,}", f"{f['transactions']:,}",
+            _pct(c["lead_to_booking"]), _pct(c["booking_to_transaction"]),
+            _pct(c["lead_to_transaction"]), _money(f["revenue"]["sum"]),
+            _money(f["revenue"]["average"]), f"{_duration(b['median'])} / {_duration(b['p90'])}",
+            f"{_duration(t['median'])} / {_duration(t['p90'])}"]
+
+
+FIGURE_HEADERS = ("leads", "bookings", "transactions", "lead>booking", "booking>tx",
+                  "lead>tx", "revenue", "average", "lead>booking p50/p90", "lead>tx p50/p90")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import psycopg
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import report
+
+    filt = _filter_from(args, "report")
+    if filt is None:
+        return 2
+    settings = _settings()
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            report.configure_session(conn)
+            data: Any = report.daily(conn, filt) if args.daily else report.summary(conn, filt)
+    except psycopg.Error as exc:
+        _err(f"funnel report: Postgres: {' '.join(str(exc).split())}")
+        return 1
+    if args.json:
+        print(json.dumps({"filters": {**filt.as_dict(), "timezone": settings.funnel_timezone},
+                          "days" if args.daily else "summary": data}, indent=2))
+        return 0
+    span = f"{filt.start or 'first'} .. {filt.end or 'last'}"
+    extra = "".join(f", {k} {v}" for k, v in (("channels", ",".join(filt.channels)),
+                                               ("campaign", filt.campaign)) if v)
+    table = Table(title=f"Funnel, lead dates {span} ({settings.funnel_timezone}{extra})",
+                  title_justify="left")
+    keys = ("date", "channel") if args.daily else ("channel",)
+    for k in keys:
+        table.add_column(k)
+    for h in FIGURE_HEADERS:
+        table.add_column(h, justify="right")
+    if args.daily:
+        for d in data:
+            table.add_row(d["leads_date"], d["channel"], *figures_row(d))
+    else:
+        for c in data["by_channel"]:
+            table.add_row(c["channel"], *figures_row(c))
+        table.add_section()
+        table.add_row("all channels", *figures_row(data["total"]), style="bold")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+    if not (data if args.daily else data["by_channel"]):
+        _err("no leads for these filters")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# wiring
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="start", type=_date, default=None, metavar="DATE",
+                   help="first lead date (YYYY-MM-DD, FUNNEL_TIMEZONE; default: the first)")
+    p.add_argument("--to", dest="end", type=_date, default=None, metavar="DATE",
+                   help="last lead date, inclusive (default: the last)")
+    p.add_argument("--channel", action="append", metavar="CHANNEL",
+                   help="only this channel (repeatable; default: every channel)")
+    p.add_argument("--campaign", default=None, metavar="ID", help="only this campaign_id")
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register `send-mock`, `export` and `report` on the `funnel` parser's subparsers."""
+    raw = argparse.RawDescriptionHelpFormatter
+    sm = subparsers.add_parser(
+        "send-mock", help="send simulated provider webhooks to a running API",
+        description="Simulated WhatsApp / Qontak / generic conversations, signed with the "
+                    "stack's secrets, posted to a running API; prints accepted / rejected "
+                    "and the latency.", formatter_class=raw)
+    sm.add_argument("--url", default=os.environ.get("FUNNEL_API_URL") or DEFAULT_API_URL,
+                    help="the API (default: FUNNEL_API_URL, else %(default)s)")
+    sm.add_argument("--count", type=int, default=600, help="webhooks to send (%(default)s)")
+    sm.add_argument("--rate", type=float, default=0.0,
+                    help="at most this many webhooks per second (default 0: no limit)")
+    sm.add_argument("--concurrency", type=int, default=32,
+                    help="requests in flight (%(default)s)")
+    sm.add_argument("--sources", default=",".join(SOURCES),
+                    help="comma-separated providers (default %(default)s)")
+    sm.add_argument("--seed", type=int, default=None,
+                    help="simulator seed (default: new conversations every run; the same seed "
+                         "sends the same message ids again, which the API counts as "
+                         "redeliveries)")
+    sm.add_argument("--days", type=int, default=1,
+                    help="spread the conversations over the last N days (%(default)s)")
+    sm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sm.set_defaults(func=cmd_send_mock)
+
+    ex = subparsers.add_parser(
+        "export", help="write the funnel report (CSV or Parquet) to a file or S3",
+        description="The funnel report's rows (the columns of GET /funnel-report?format=csv) "
+                    "to a file or s3://BUCKET/KEY (the stack's S3 settings).",
+        formatter_class=raw)
+    _filter_args(ex)
+    ex.add_argument("--format", choices=("csv", "parquet"), default=None,
+                    help="default: parquet for a .parquet/.pq output, else csv")
+    ex.add_argument("--output", "-o", default=DEFAULT_OUTPUT,
+                    help="a file path or s3://BUCKET/KEY (default ./%(default)s)")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.set_defaults(func=cmd_export)
+
+    rp = subparsers.add_parser(
+        "report", help="the funnel summary by channel (or per day) as a table",
+        description="Leads, bookings, transactions, conversion, revenue and stage times "
+                    "per channel (the summary of GET /funnel-report).", formatter_class=raw)
+    _filter_args(rp)
+    rp.add_argument("--daily", action="store_true", help="per lead date and channel")
+    rp.add_argument("--json", action="store_true", help="JSON instead of a table")
+    rp.set_defaults(func=cmd_report)

@@ -1,0 +1,283 @@
+// The funnel dashboard: reads /funnel-report (summary) and /funnel-report/daily with the API key
+// from this tab's sessionStorage, draws them with the vendored Chart.js. No inline code (CSP).
+(function () {
+  "use strict";
+
+  const KEY = "funnel.apiKey";
+  const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#64748b", "#db2777", "#0891b2",
+                   "#7c3aed", "#dc2626"];
+  const KNOWN = { ads: 0, website: 1, campaign_blast: 2, direct: 3 };
+  const STEPS = [["lead_to_booking", "Lead \u2192 booking", "#93c5fd"],
+                 ["booking_to_transaction", "Booking \u2192 transaction", "#60a5fa"],
+                 ["lead_to_transaction", "Lead \u2192 transaction", "#1d4ed8"]];
+  const $ = (id) => document.getElementById(id);
+  const charts = {};
+  let knownChannels = null;
+
+  class AuthError extends Error {}
+
+  // ------------------------------------------------------------------ formatting
+  const integer = new Intl.NumberFormat("id-ID");
+  const rupiah = new Intl.NumberFormat("id-ID", { style: "currency", currency: "IDR",
+                                                   maximumFractionDigits: 0 });
+  const pct = (x) => (x === null || x === undefined ? "\u2013" : (x * 100).toFixed(1) + "%");
+  const money = (x) => (x === null || x === undefined ? "\u2013" : rupiah.format(x));
+  function duration(s) {
+    if (s === null || s === undefined) return "\u2013";
+    if (s < 60) return Math.round(s) + "s";
+    if (s < 3600) return Math.round(s / 60) + "m";
+    if (s < 86400) return (s / 3600).toFixed(1) + "h";
+    return (s / 86400).toFixed(1) + "d";
+  }
+  const colour = (channel, i) =>
+    PALETTE[(channel in KNOWN ? KNOWN[channel] : 4 + i) % PALETTE.length];
+  const iso = (d) => d.toISOString().slice(0, 10);
+
+  // ------------------------------------------------------------------ key handling
+  function keyFromFragment() {
+    const m = location.hash.match(/(?:^#|&)key=([^&]*)/);
+    if (m) {
+      sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  }
+
+  function showLogin(message) {
+    sessionStorage.removeItem(KEY);
+    $("content").hidden = true;
+    $("forget").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    document.body.dataset.state = "login";
+    $("key").focus();
+  }
+
+  // ------------------------------------------------------------------ data
+  function query() {
+    const q = new URLSearchParams();
+    q.set("start", $("start").value);
+    q.set("end", $("end").value);
+    const campaign = $("campaign").value.trim();
+    if (campaign) q.set("campaign", campaign);
+    const boxes = [...$("channels").querySelectorAll("input[type=checkbox]")];
+    const picked = boxes.filter((b) => b.checked).map((b) => b.value);
+    if (picked.length && picked.length < boxes.length) picked.forEach((c) => q.append("channel", c));
+    return q;
+  }
+
+  async function get(path, q) {
+    const r = await fetch(path + "?" + q.toString(), {
+      headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" }, cache: "no-store" });
+    if (r.status === 401 || r.status === 403) throw new AuthError("the API key was refused");
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.detail || body.error || "HTTP " + r.status);
+    return body;
+  }
+
+  function daysBetween(start, end) {
+    const out = [];
+    for (let d = new Date(start + "T00:00:00Z"); iso(d) <= end; d.setUTCDate(d.getUTCDate() + 1)) {
+      out.push(iso(d));
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------ drawing
+  // Values above bars / at the end of lines: the charts' data labels.
+  const valueLabels = {
+    id: "valueLabels",
+    afterDatasetsDraw(chart, _args, opts) {
+      if (!opts || !opts.format) return;
+      const { ctx } = chart;
+      ctx.save();
+      ctx.font = "11px system-ui, sans-serif";
+      ctx.fillStyle = "#0f172a";
+      ctx.textAlign = "center";
+      chart.data.datasets.forEach((ds, i) => {
+        const meta = chart.getDatasetMeta(i);
+        if (meta.hidden) return;
+        meta.data.forEach((el, j) => {
+          const v = ds.data[j];
+          if (v === null || v === undefined) return;
+          ctx.fillText(opts.format(v), el.x, el.y - 4);
+        });
+      });
+      ctx.restore();
+    },
+  };
+
+  function draw(id, config) {
+    if (charts[id]) charts[id].destroy();
+    config.options = Object.assign({ animation: false, responsive: true,
+                                     maintainAspectRatio: false }, config.options || {});
+    config.plugins = [valueLabels];
+    charts[id] = new Chart($(id), config);
+    const canvas = $(id);
+    const points = config.data.datasets.reduce(
+      (n, ds) => n + ds.data.filter((v) => v !== null && v !== undefined).length, 0);
+    canvas.dataset.points = String(points);
+    canvas.dataset.series = String(config.data.datasets.length);
+    canvas.dataset.painted = String(painted(canvas));
+  }
+
+  // Pixels the chart painted (proof that something was drawn, read by the browser test).
+  function painted(canvas) {
+    const ctx = canvas.getContext("2d");
+    const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    let n = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) n++;
+    return n;
+  }
+
+  function labelTable(id, head, rows) {
+    const t = $(id);
+    t.replaceChildren();
+    const tr = t.insertRow();
+    head.forEach((h) => { const th = document.createElement("th"); th.textContent = h; tr.appendChild(th); });
+    rows.forEach((r) => {
+      const row = t.insertRow();
+      r.forEach((c) => { row.insertCell().textContent = c; });
+    });
+  }
+
+  function renderTotals(total) {
+    const tiles = [["Leads", integer.format(total.leads)],
+                   ["Bookings", integer.format(total.bookings)],
+                   ["Transactions", integer.format(total.transactions)],
+                   ["Lead \u2192 transaction", pct(total.conversion.lead_to_transaction)],
+                   ["Revenue", money(total.revenue.sum)],
+                   ["Median lead \u2192 booking", duration(total.lead_to_booking_seconds.median)]];
+    $("totals").replaceChildren(...tiles.map(([label, value]) => {
+      const div = document.createElement("div");
+      div.className = "tile";
+      div.innerHTML = '<div class="label"></div><div class="value"></div>';
+      div.firstChild.textContent = label;
+      div.lastChild.textContent = value;
+      return div;
+    }));
+  }
+
+  function renderSummary(summary) {
+    const body = $("summary").tBodies[0];
+    body.replaceChildren();
+    const line = (name, f, cls) => {
+      const tr = body.insertRow();
+      if (cls) tr.className = cls;
+      tr.dataset.channel = name;
+      [name, integer.format(f.leads), integer.format(f.bookings), integer.format(f.transactions),
+       pct(f.conversion.lead_to_booking), pct(f.conversion.booking_to_transaction),
+       pct(f.conversion.lead_to_transaction), money(f.revenue.sum), money(f.revenue.average),
+       duration(f.lead_to_booking_seconds.median) + " / " + duration(f.lead_to_booking_seconds.p90),
+       duration(f.lead_to_transaction_seconds.median) + " / " + duration(f.lead_to_transaction_seconds.p90),
+      ].forEach((v) => { tr.insertCell().textContent = v; });
+    };
+    summary.by_channel.forEach((c) => line(c.channel, c));
+    line("All channels", summary.total, "total");
+  }
+
+  function renderChannels(summary) {
+    const channels = summary.by_channel.map((c) => c.channel);
+    draw("chart-channels", {
+      type: "bar",
+      data: { labels: channels, datasets: STEPS.map(([k, label, color]) => ({
+        label, backgroundColor: color,
+        data: summary.by_channel.map((c) => c.conversion[k] === null ? null
+                                            : +(c.conversion[k] * 100).toFixed(1)) })) },
+      options: { scales: { y: { beginAtZero: true, suggestedMax: 100,
+                                ticks: { callback: (v) => v + "%" } } },
+                 plugins: { valueLabels: { format: (v) => v.toFixed(1) + "%" } } },
+    });
+    labelTable("labels-channels", ["channel", ...STEPS.map((s) => s[1])],
+               summary.by_channel.map((c) => [c.channel, ...STEPS.map(([k]) => pct(c.conversion[k]))]));
+  }
+
+  function renderDays(days, start, end) {
+    const dates = daysBetween(start, end);
+    const channels = [...new Set(days.map((d) => d.channel))].sort();
+    const at = {};
+    days.forEach((d) => { at[d.leads_date + "|" + d.channel] = d; });
+    const series = (fn) => channels.map((c, i) => ({
+      label: c, borderColor: colour(c, i), backgroundColor: colour(c, i),
+      data: dates.map((d) => { const x = at[d + "|" + c]; return x ? fn(x) : null; }) }));
+    draw("chart-days", {
+      type: "line",
+      data: { labels: dates, datasets: series((x) => x.conversion.lead_to_transaction === null
+                                                  ? null : +(x.conversion.lead_to_transaction * 100).toFixed(1)) },
+      options: { spanGaps: true, scales: { y: { beginAtZero: true,
+                                                ticks: { callback: (v) => v + "%" } } } },
+    });
+    draw("chart-leads", {
+      type: "bar",
+      data: { labels: dates, datasets: series((x) => x.leads) },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
+    });
+    const rows = days.map((d) => [d.leads_date, d.channel, String(d.leads),
+                                  pct(d.conversion.lead_to_transaction)]);
+    labelTable("labels-days", ["lead date", "channel", "leads", "lead \u2192 transaction"], rows);
+    labelTable("labels-leads", ["lead date", "channel", "leads"], rows.map((r) => r.slice(0, 3)));
+  }
+
+  function renderChannelPicker(summary) {
+    if (knownChannels) return;
+    knownChannels = summary.by_channel.map((c) => c.channel);
+    const box = $("channels");
+    knownChannels.forEach((c) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.value = c;
+      input.checked = true;
+      label.append(input, " " + c);
+      box.appendChild(label);
+    });
+  }
+
+  async function load() {
+    if (!sessionStorage.getItem(KEY)) return showLogin();
+    document.body.dataset.state = "loading";
+    $("status").textContent = "Loading\u2026";
+    const q = query();
+    try {
+      const [page, daily] = await Promise.all([
+        get("funnel-report", new URLSearchParams([...q, ["limit", "1"]])),
+        get("funnel-report/daily", q)]);
+      $("login").hidden = true;
+      $("content").hidden = false;
+      $("forget").hidden = false;
+      renderChannelPicker(page.summary);
+      renderTotals(page.summary.total);
+      renderSummary(page.summary);
+      renderChannels(page.summary);
+      renderDays(daily.days, q.get("start"), q.get("end"));
+      $("status").textContent = `${integer.format(page.summary.total.leads)} leads, lead dates ` +
+        `${q.get("start")} to ${q.get("end")} (${page.filters.timezone})`;
+      document.body.dataset.state = "ready";
+    } catch (err) {
+      if (err instanceof AuthError) return showLogin(err.message);
+      $("status").textContent = "Could not load the report: " + err.message;
+      document.body.dataset.state = "error";
+    }
+  }
+
+  function init() {
+    keyFromFragment();
+    const url = new URLSearchParams(location.search);
+    const end = url.get("end") || iso(new Date());
+    const start = url.get("start") ||
+      iso(new Date(new Date(end + "T00:00:00Z").getTime() - 29 * 86400000));
+    $("start").value = start;
+    $("end").value = end;
+    $("campaign").value = url.get("campaign") || "";
+    $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+    $("login-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      sessionStorage.setItem(KEY, $("key").value);
+      $("key").value = "";
+      load();
+    });
+    $("forget").addEventListener("click", () => showLogin());
+    load();
+  }
+
+  init();
+})();

@@ -1,0 +1,26 @@
+"""Send sample webhooks to the running API, as the original README did:
+
+    python3 tests/mock_source.py                 # 600 simulated webhooks to http://127.0.0.1:8000
+    FUNNEL_API_URL=http://api:8000 python3 tests/mock_source.py --count 5000 --rate 500
+
+A thin wrapper over `funnel send-mock` (every option of it works here; `--help` lists them).
+Secrets come from the environment, else from the local stack (`funnel up`). Run with any
+python3: when the project is not importable it re-runs itself with the repository's .venv.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+try:
+    from funnel_ingest.cli import main
+except ImportError:
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not venv_python.exists() or Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
+        raise  # already the project's venv: a real import error
+    os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
+
+if __name__ == "__main__":
+    raise SystemExit(main(["send-mock", *sys.argv[1:]]))
