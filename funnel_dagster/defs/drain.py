@@ -2,8 +2,8 @@
 
 The sensor's cursor holds, per stream, the last id handed to a run. On each tick it asks for
 one run per message shard covering (cursor, newest id], unless that shard still has a run
-queued or in progress: the next run then takes everything that arrived meanwhile, so batches
-are small when traffic is quiet (fresh) and large under a burst (few runs, per-run overhead
+waiting to start: the next run then takes everything that arrived meanwhile, so batches are
+small when traffic is quiet (fresh) and large under a burst (few runs, per-run overhead
 amortized). The statuses and dead-letter streams ride along with shard 0's run. A run reads
 its range in chunks, commits each chunk together with the stream offset, and only then trims
 the stream; runs of one shard are serialized by the `funnel/shard` tag concurrency limit.
@@ -25,8 +25,12 @@ from .resources import PostgresResource, RedisResource, S3Resource, funnel_setti
 
 CHUNK = 10_000
 SHARD_TAG = "funnel/shard"
-_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+# A shard with a run waiting to start gets no new run: that run will be followed by one taking
+# everything that arrived meanwhile. A shard whose run is executing does get the next range,
+# queued behind it (the `funnel/shard` tag limit serializes them), so the next run's launch
+# overlaps the current run's work.
+_WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING]
 
 
 class StreamRange(dg.Config):
@@ -117,9 +121,11 @@ def _id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def plan_runs(r, cursor: dict[str, str], busy_shards: set[str]) -> tuple[list[dg.RunRequest],
-                                                                        dict[str, str]]:
-    """Run requests for the streams with new entries since the cursor; the new cursor."""
+def plan_runs(r, cursor: dict[str, str], busy_shards: set[str],
+              running_shards: frozenset[str] = frozenset()
+              ) -> tuple[list[dg.RunRequest], dict[str, str]]:
+    """Run requests for the streams with new entries since the cursor; the new cursor.
+    `busy_shards` have a run waiting to start; `running_shards` one executing."""
     settings = get_settings()
     cursor = dict(cursor)
     requests: list[dg.RunRequest] = []
@@ -137,7 +143,7 @@ def plan_runs(r, cursor: dict[str, str], busy_shards: set[str]) -> tuple[list[dg
                 ranges.append({"stream": name, "kind": kind, "after_id": prev,
                                "until_id": newest})
                 cursor[name] = newest
-            elif newest and _oldest_id(r, name) is not None:
+            elif newest and stream not in running_shards and _oldest_id(r, name) is not None:
                 # entries handed out earlier are still on the stream (streams are trimmed
                 # only after commit): their run failed; hand the range out again
                 ranges.append({"stream": name, "kind": kind, "after_id": "0-0",
@@ -157,15 +163,18 @@ def plan_runs(r, cursor: dict[str, str], busy_shards: set[str]) -> tuple[list[dg
            default_status=dg.DefaultSensorStatus.RUNNING)
 def message_stream_sensor(context: dg.SensorEvaluationContext,
                           redis: RedisResource) -> dg.SensorResult | dg.SkipReason:
-    """Hands each message shard's new stream range to a drain run (one cursor per shard), and
-    reports the stream's backlog as observations of the message_stream asset."""
+    """Hands each message shard's new stream range to a drain run (one cursor per shard; no new
+    run while the shard's previous one is still waiting to start), and reports the stream's
+    backlog and newest archive objects as observations of message_stream and raw_archive."""
     settings = get_settings()
     r = redis.client()
     cursor = json.loads(context.cursor) if context.cursor else {}
-    busy = {run.tags[SHARD_TAG] for run in context.instance.get_runs(
-        filters=dg.RunsFilter(job_name="drain_job", statuses=_ACTIVE), limit=100)
-        if run.tags.get(SHARD_TAG)}
-    requests, new_cursor = plan_runs(r, cursor, busy)
+    runs = context.instance.get_runs(filters=dg.RunsFilter(
+        job_name="drain_job", statuses=[*_WAITING, dg.DagsterRunStatus.STARTED]), limit=200)
+    busy = {run.tags[SHARD_TAG] for run in runs
+            if run.tags.get(SHARD_TAG) and run.status in _WAITING}
+    running = frozenset(run.tags[SHARD_TAG] for run in runs if run.tags.get(SHARD_TAG))
+    requests, new_cursor = plan_runs(r, cursor, busy, running)
     backlog = {s: r.xlen(s) for s in settings.stream_keys()}
     observation = dg.AssetObservation("message_stream", metadata={
         "backlog": sum(backlog.values()),

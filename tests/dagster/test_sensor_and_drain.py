@@ -151,7 +151,7 @@ def test_four_shards_get_one_cursor_and_one_serialized_run_each(resources, clean
     assert keys == {ld.customer_key for ld in SIM.leads}
 
 
-def test_a_shard_with_a_run_in_progress_gets_no_new_run(resources, clean, r):
+def test_a_shard_with_a_run_waiting_to_start_gets_no_new_run(resources, clean, r):
     push(r, [s.message for s in SIM.messages[:5]])
     instance = dg.DagsterInstance.ephemeral()
     r1, _ = evaluate(resources, instance=instance)
@@ -162,3 +162,18 @@ def test_a_shard_with_a_run_in_progress_gets_no_new_run(resources, clean, r):
     r2, _ = evaluate(resources, cursor=r1.cursor, instance=instance)
     assert not r2.run_requests
     assert "waiting for runs" in str(r2.skip_reason)
+
+
+def test_a_shard_whose_run_is_executing_gets_the_next_range_queued_behind_it(resources, clean, r):
+    push(r, [s.message for s in SIM.messages[:5]])
+    instance = dg.DagsterInstance.ephemeral()
+    r1, _ = evaluate(resources, instance=instance)
+    req = r1.run_requests[0]
+    instance.create_run_for_job(drain_job, run_config=req.run_config, tags=req.tags,
+                                status=dg.DagsterRunStatus.STARTED)
+    more = push(r, [s.message for s in SIM.messages[5:10]])
+    r2, _ = evaluate(resources, cursor=r1.cursor, instance=instance)
+    [next_req] = r2.run_requests
+    assert next_req.tags == req.tags
+    [rng] = next_req.run_config["ops"]["drain_stream_range"]["config"]["ranges"]
+    assert rng["until_id"] == more[-1]
