@@ -66,8 +66,15 @@ def _settings() -> Settings:
 def _progress(enabled: bool) -> Progress:
     """A progress bar on stderr (rich); `enabled=False` shows nothing."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -205,25 +212,33 @@ def cmd_send_mock(args: argparse.Namespace) -> int:
 
 
 class ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (for boto3 and pyarrow)."""
+    """A read-only file over an iterator of byte chunks (for boto3 and pyarrow). A read fills
+    the whole buffer it is given (short only at the end): readers that allocate a buffer per
+    read keep buffers of the size they asked for, not one per small chunk."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        while not self._buf:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buf = chunk
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
+        view = memoryview(b).cast("B")
+        filled = 0
+        while filled < len(view):
+            if self._pos == len(self._buf):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._buf, self._pos = chunk, 0
+                continue
+            n = min(len(view) - filled, len(self._buf) - self._pos)
+            view[filled:filled + n] = self._buf[self._pos:self._pos + n]
+            filled += n
+            self._pos += n
+        return filled
 
 
 def arrow_schema():

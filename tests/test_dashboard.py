@@ -85,7 +85,7 @@ def canvas(dom: str, chart: str) -> dict[str, str]:
 
 
 def summary_row(dom: str, channel: str) -> list[str]:
-    row = re.search(rf'<tr[^>]*data-channel="{channel}"[^>]*>(.*?)</tr>', dom, re.S)
+    row = re.search(rf'<tr[^>]*data-channel="{channel}"[^>]*>(.*?)</tr>', dom, re.DOTALL)
     assert row, f"no summary row for {channel}"
     return [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row.group(1))]
 
