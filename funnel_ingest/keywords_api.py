@@ -105,7 +105,7 @@ def problem(status: int, error: str, detail: str,
 def _check_key(settings: Settings, given: str | None) -> JSONResponse | None:
     expected = settings.api_key.get_secret_value()
     if not expected:
-        return problem(503, "not_configured", "set API_KEY to use the keyword routes")
+        return problem(503, "not_configured", "set API_KEY to use the keyword and report routes")
     if not given:
         return problem(401, "missing_api_key", "the X-API-Key header is missing")
     if not hmac.compare_digest(given.encode(), expected.encode()):

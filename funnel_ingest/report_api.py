@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -72,9 +72,9 @@ class FunnelRow(BaseModel):
     lead_id: str
     customer_key: str
     cycle: int
-    lead_at: str
-    booking_at: str | None
-    transaction_at: str | None
+    lead_at: datetime
+    booking_at: datetime | None
+    transaction_at: datetime | None
     transaction_total: int | None = Field(description="all payments (down payment + rest)")
     transactions: int
     requested_date: date | None
@@ -228,7 +228,11 @@ class CsvStream:
     def __init__(self, settings: Settings, filt: ReportFilter) -> None:
         self._lock = threading.Lock()
         self._conn = psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5)
-        configure_session(self._conn)
+        try:
+            configure_session(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
         self._blocks = _blocks(report.csv_chunks(self._conn, filt.start, filt.end,
                                                  filt.channels, filt.campaign))
 

@@ -410,14 +410,18 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.1f}%"
 
 
+def _int(x: int) -> str:
+    return f"{x:,}".replace(",", ".")  # Indonesian grouping, as the dashboard shows it
+
+
 def _money(x: int | None) -> str:
-    return "-" if x is None else f"Rp {x:,}".replace(",", ".")
+    return "-" if x is None else f"Rp {_int(x)}"
 
 
 def figures_row(f: dict[str, Any]) -> list[str]:
     """One summary (`report.StageSummary.as_dict()`) as table cells."""
     c, b, t = f["conversion"], f["lead_to_booking_seconds"], f["lead_to_transaction_seconds"]
-    return [f"{f['leads']:,}", f"{f['bookings']:,}", f"{f['transactions']:,}",
+    return [_int(f["leads"]), _int(f["bookings"]), _int(f["transactions"]),
             _pct(c["lead_to_booking"]), _pct(c["booking_to_transaction"]),
             _pct(c["lead_to_transaction"]), _money(f["revenue"]["sum"]),
             _money(f["revenue"]["average"]), f"{_duration(b['median'])} / {_duration(b['p90'])}",
