@@ -23,7 +23,7 @@ from .assets import _classifier, funnel_metadata
 from .partitions import daily
 from .resources import PostgresResource, RedisResource, S3Resource, funnel_settings
 
-CHUNK = 10_000
+CHUNK = 50_000
 SHARD_TAG = "funnel/shard"
 # A shard with a run waiting to start gets no new run: that run will be followed by one taking
 # everything that arrived meanwhile. A shard whose run is executing does get the next range,
