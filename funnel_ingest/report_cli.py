@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # heavy imports happen in the commands, not when the CLI star
 
     from .report import ReportFilter
     from .samples import Sample
-    from .sender import SendReport
     from .settings import Settings
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -112,54 +111,6 @@ def mock_samples(count: int, *, seed: int, sources: Iterable[str] = SOURCES, day
             raise RuntimeError(f"the simulator made no webhooks from {sorted(wanted)}")
 
 
-async def send_mock(base_url: str, samples: Iterable[Sample], env: dict[str, str], *,
-                    concurrency: int = 32, rate: float = 0.0,
-                    on_result: Callable[[int], None] | None = None) -> SendReport:
-    """Post `samples` with `concurrency` requests in flight, starting at most `rate` per
-    second (0 = as fast as the API answers); `on_result(status)` after each answer (0 = no
-    answer). Signed as each provider signs (`sender.headers_for`)."""
-    import httpx
-
-    from .samples import ROUTES
-    from .sender import SendReport, headers_for
-
-    report = SendReport()
-    queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=concurrency * 2)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
-        async def worker() -> None:
-            while (sample := await queue.get()) is not None:
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(ROUTES[sample.source], content=sample.body,
-                                          headers=headers_for(sample, env))
-                    code = r.status_code
-                    if code == 200:
-                        out = r.json()
-                        report.messages += out["messages"] + out["statuses"] - out["duplicates"]
-                        report.duplicates += out["duplicates"]
-                        report.raw_keys.add(out["raw_key"])
-                except httpx.HTTPError:
-                    code = 0
-                report.latencies.append(time.perf_counter() - t0)
-                report.statuses[code] += 1
-                report.sent += 1
-                if on_result:
-                    on_result(code)
-
-        start = time.perf_counter()
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        for i, sample in enumerate(samples):
-            if rate > 0 and (delay := start + i / rate - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)
-            await queue.put(sample)
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
-        report.seconds = time.perf_counter() - start
-    return report
-
-
 def cmd_send_mock(args: argparse.Namespace) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     if not sources or any(s not in SOURCES for s in sources):
@@ -175,6 +126,8 @@ def cmd_send_mock(args: argparse.Namespace) -> int:
         _err("funnel send-mock: WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET is not set (the API's "
              "secret for Qontak and generic webhooks); run `funnel up` or set one")
         return 1
+    from .sender import send_all
+
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     url = args.url.rstrip("/")
     _err(f"sending {args.count:,} simulated webhooks ({', '.join(sources)}; seed {seed}) to "
@@ -191,7 +144,7 @@ def cmd_send_mock(args: argparse.Namespace) -> int:
                             description=f"webhooks ({rejected} not accepted)" if rejected
                             else "webhooks")
 
-        report = asyncio.run(send_mock(url, samples, env, concurrency=args.concurrency,
+        report = asyncio.run(send_all(url, samples, env, concurrency=args.concurrency,
                                        rate=args.rate, on_result=on_result))
     others = {code: n for code, n in sorted(report.statuses.items()) if not 200 <= code < 300}
     ms = [report.percentile(p) * 1000 for p in (50, 95, 99, 100)]

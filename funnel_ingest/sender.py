@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -47,7 +47,10 @@ def headers_for(sample: Sample, env: dict[str, str]) -> dict[str, str]:
 
 
 async def send_all(base_url: str, samples: Iterable[Sample], env: dict[str, str],
-                   concurrency: int = 32) -> SendReport:
+                   concurrency: int = 32, *, rate: float = 0.0,
+                   on_result: Callable[[int], None] | None = None) -> SendReport:
+    """Post `samples` with `concurrency` requests in flight, starting at most `rate` per second
+    (0 = as fast as the API answers); `on_result(status)` after each answer (0 = no answer)."""
     report = SendReport()
     queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=concurrency * 4)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -70,11 +73,15 @@ async def send_all(base_url: str, samples: Iterable[Sample], env: dict[str, str]
                 report.latencies.append(time.perf_counter() - t0)
                 report.statuses[code] += 1
                 report.sent += 1
+                if on_result:
+                    on_result(code)
 
         start = time.perf_counter()
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        for s in samples:
-            await queue.put(s)
+        for i, sample in enumerate(samples):
+            if rate > 0 and (delay := start + i / rate - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            await queue.put(sample)
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
