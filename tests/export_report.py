@@ -10,19 +10,7 @@ local stack (`funnel up`). Run with any python3: when the project is not importa
 itself with the repository's .venv.
 """
 
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-try:
-    from funnel_ingest.cli import main
-except ImportError:
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    if not venv_python.exists() or Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
-        raise  # already the project's venv: a real import error
-    os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
+from _script import run_funnel
 
 if __name__ == "__main__":
-    raise SystemExit(main(["export", *sys.argv[1:]]))
+    run_funnel("export", __file__)

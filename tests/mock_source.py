@@ -8,19 +8,7 @@ Secrets come from the environment, else from the local stack (`funnel up`). Run 
 python3: when the project is not importable it re-runs itself with the repository's .venv.
 """
 
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-try:
-    from funnel_ingest.cli import main
-except ImportError:
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    if not venv_python.exists() or Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
-        raise  # already the project's venv: a real import error
-    os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
+from _script import run_funnel
 
 if __name__ == "__main__":
-    raise SystemExit(main(["send-mock", *sys.argv[1:]]))
+    run_funnel("send-mock", __file__)
