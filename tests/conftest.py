@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ import redis
 import uvicorn
 
 from funnel_ingest import auth, db, s3
+from funnel_ingest.local_dagster import free_port
 from funnel_ingest.settings import Settings, get_settings
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -26,12 +26,6 @@ PAYLOADS = Path(__file__).parent / "payloads"
 # Tests use their own database, Redis db and buckets on the stack's servers.
 TEST_DB = os.environ.get("FUNNEL_TEST_DB", "funnel_test")
 TEST_REDIS_DB = int(os.environ.get("FUNNEL_TEST_REDIS_DB", "15"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def payload(name: str) -> bytes:
@@ -178,6 +172,25 @@ def throwaway_s3(tmp_path: Path, settings: Settings) -> Iterator[dict]:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+# Tables the engine writes (keyword versions are kept: they are published, not derived).
+ENGINE_TABLES = ("classified_messages", "funnel", "transactions", "rooms", "stream_offsets",
+                 "message_statuses", "dead_letters")
+
+
+def empty_engine_tables(conn: psycopg.Connection, keep: tuple[str, ...] = ()) -> None:
+    tables = ", ".join(t for t in ENGINE_TABLES if t not in keep)
+    conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def funnel_db(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A connection to the test database with the engine's tables emptied."""
+    with psycopg.connect(settings.database_url) as conn:
+        empty_engine_tables(conn)
+        conn.commit()
+        yield conn
 
 
 def pg_count(settings: Settings, sql: str) -> int:

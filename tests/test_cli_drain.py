@@ -12,14 +12,14 @@ import psycopg
 
 from funnel_ingest.engine.simulator import simulate
 
-from .engine.conftest import ENGINE_TABLES
+from .conftest import empty_engine_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_funnel_drain_empties_the_streams_into_the_funnel(settings, r):
     with psycopg.connect(settings.database_url) as conn:
-        conn.execute(f"TRUNCATE {', '.join(ENGINE_TABLES)} RESTART IDENTITY CASCADE")
+        empty_engine_tables(conn)
         conn.commit()
     sim = simulate(10, seed=4, start=datetime(2025, 9, 1, tzinfo=timezone.utc), days=5)
     for m in sim.deliveries(seed=4):

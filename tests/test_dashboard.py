@@ -18,7 +18,7 @@ import pytest
 
 from funnel_ingest.dashboard import STATIC_DIR
 
-from .test_report_api import DAY, funnel_db, hand_computed_rows, insert, key, lead  # noqa: F401
+from .test_report_api import DAY, hand_computed_rows, insert, key, lead  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHART_JS_SHA256 = "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"

@@ -19,7 +19,6 @@ import pytest
 from funnel_ingest.report import REPORT_COLUMNS
 
 from .conftest import ApiServer, free_port
-from .engine.conftest import ENGINE_TABLES
 
 JKT = timedelta(hours=7)  # Asia/Jakarta, the test settings' FUNNEL_TIMEZONE (no DST)
 DAY = date(2025, 10, 1)
@@ -88,15 +87,6 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
                                    + (i / %s) * interval '1 second') AT TIME ZONE 'UTC' AS t)
                           AS tt""", (n, start, days, days))
     conn.commit()
-
-
-@pytest.fixture
-def funnel_db(settings):
-    """The test database with the engine's tables emptied."""
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(f"TRUNCATE {', '.join(ENGINE_TABLES)} RESTART IDENTITY CASCADE")
-        conn.commit()
-        yield conn
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from funnel_ingest.cli import main
 from funnel_ingest.report import REPORT_COLUMNS
 
-from .test_report_api import DAY, funnel_db, hand_computed_rows, insert, key, lead  # noqa: F401
+from .test_report_api import DAY, hand_computed_rows, insert, key, lead  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"

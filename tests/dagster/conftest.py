@@ -11,7 +11,7 @@ from funnel_dagster.defs.resources import (GoogleSheetsResource, PostgresResourc
 from funnel_ingest.engine import keyword_store
 from funnel_ingest.engine.keywords import KeywordSet, default_csv_path, load_csv
 
-from ..engine.conftest import ENGINE_TABLES
+from ..conftest import empty_engine_tables
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def resources(settings) -> dict:
 def clean(settings, r):
     """Empty engine tables and streams, with the packaged keywords published."""
     with psycopg.connect(settings.database_url) as conn:
-        conn.execute(f"TRUNCATE {', '.join(ENGINE_TABLES)} RESTART IDENTITY CASCADE")
+        empty_engine_tables(conn)
         kset = KeywordSet.build(load_csv(default_csv_path()), "csv")
         keyword_store.save_version(conn, kset)
         conn.commit()

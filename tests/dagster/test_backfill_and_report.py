@@ -17,7 +17,8 @@ from funnel_ingest.report import REPORT_COLUMNS
 from funnel_ingest.samples import ROUTES
 
 from ..conftest import ApiServer
-from ..engine.conftest import ENGINE_TABLES, funnel_rows
+from ..conftest import empty_engine_tables
+from ..engine.conftest import funnel_rows
 
 
 def _yesterday(settings):
@@ -67,8 +68,7 @@ def test_backfilling_a_day_from_the_raw_archive_restores_the_funnel_after_a_redi
         assert len(before) == len(sim.leads)
         # Redis is lost and the tables are emptied: only the archive remains
         r.flushdb()
-        conn.execute(f"TRUNCATE {', '.join(t for t in ENGINE_TABLES if t != 'stream_offsets')} "
-                     "RESTART IDENTITY CASCADE")
+        empty_engine_tables(conn, keep=("stream_offsets",))
         conn.commit()
         restored = 0
         for d in (day, day + timedelta(days=1)):  # the simulated day ends just after midnight

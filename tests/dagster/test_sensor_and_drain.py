@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from funnel_dagster.defs.drain import drain_job, message_stream_sensor
-from funnel_dagster.defs.resources import RedisResource
 from funnel_ingest.engine.simulator import simulate
 from funnel_ingest.settings import get_settings
 

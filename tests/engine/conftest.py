@@ -1,4 +1,4 @@
-"""Engine fixtures: a classifier on the packaged keywords, a clean funnel database."""
+"""Engine fixtures: a classifier on the packaged keywords; funnel and transaction rows."""
 
 from __future__ import annotations
 
@@ -8,23 +8,10 @@ import pytest
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.keywords import default_csv_path, load_csv
 
-ENGINE_TABLES = ("classified_messages", "funnel", "transactions", "rooms", "stream_offsets",
-                 "message_statuses", "dead_letters")
-
-
 @pytest.fixture(scope="session")
 def classifier(settings) -> Classifier:
     keywords = load_csv(default_csv_path())
     return Classifier(list(keywords), "test-default", settings.tz)
-
-
-@pytest.fixture
-def pg(settings):
-    """A connection to the test database with the engine's tables emptied."""
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(f"TRUNCATE {', '.join(ENGINE_TABLES)} RESTART IDENTITY CASCADE")
-        conn.commit()
-        yield conn
 
 
 def funnel_rows(conn: psycopg.Connection) -> list[tuple]:
