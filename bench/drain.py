@@ -24,7 +24,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funnel_ingest import db, stack  # noqa: E402
+from _bench import fresh_database, redis_db, stack_env  # noqa: E402
 from funnel_ingest.engine import store  # noqa: E402
 from funnel_ingest.engine.classify import Classifier  # noqa: E402
 from funnel_ingest.engine.keywords import default_csv_path, load_csv  # noqa: E402
@@ -38,15 +38,9 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=50_000)
     args = p.parse_args()
 
-    env = dict(stack.up(log=lambda m: print(m, file=sys.stderr)))
-    base = env["DATABASE_URL"].rsplit("/", 1)[0]
-    url = f"{base}/funnel_bench_drain"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS funnel_bench_drain WITH (FORCE)")
-    db.ensure_database(url)
-    db.migrate(url)
-    env.update(DATABASE_URL=url, REDIS_URL=env["REDIS_URL"].rsplit("/", 1)[0] + "/11",
-               STREAM_SHARDS="1")
+    env = stack_env()
+    url = fresh_database(env, "funnel_bench_drain")
+    env.update(DATABASE_URL=url, REDIS_URL=redis_db(env, 11), STREAM_SHARDS="1")
     os.environ.update(env)
     from funnel_ingest.settings import get_settings
     get_settings.cache_clear()

@@ -26,7 +26,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funnel_ingest import db, stack  # noqa: E402
+from _bench import fresh_database, stack_env  # noqa: E402
 from funnel_ingest.engine import store  # noqa: E402
 from funnel_ingest.engine.classify import Classifier  # noqa: E402
 from funnel_ingest.engine.keywords import default_csv_path, load_csv  # noqa: E402
@@ -44,13 +44,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
 
-    env = stack.up(log=lambda m: print(m, file=sys.stderr))
-    base = env["DATABASE_URL"].rsplit("/", 1)[0]
-    url = f"{base}/funnel_bench"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS funnel_bench WITH (FORCE)")
-    db.ensure_database(url)
-    db.migrate(url)
+    url = fresh_database(stack_env(), "funnel_bench")
     settings = Settings(database_url=url)
     classifier = Classifier(list(load_csv(default_csv_path())), "bench", settings.tz)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import threading
 import time
@@ -27,9 +26,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funnel_ingest import auth, db, s3, stack  # noqa: E402
-from funnel_ingest.cli import _free_port, start_api  # noqa: E402
-from funnel_ingest.local_dagster import LocalDagster, dagster_env  # noqa: E402
+from _bench import fresh_database, redis_db, stack_env  # noqa: E402
+from funnel_ingest import auth, s3, stack  # noqa: E402
+from funnel_ingest.cli import start_api  # noqa: E402
+from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port  # noqa: E402
 from funnel_ingest.samples import indonesian_phone, whatsapp_body  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
 
@@ -44,20 +44,14 @@ def main() -> None:
     import random
     from datetime import datetime, timezone
 
-    env = dict(stack.up(log=lambda m: print(m, file=sys.stderr)))
-    base = env["DATABASE_URL"].rsplit("/", 1)[0]
-    env.update(DATABASE_URL=f"{base}/funnel_bench_fresh",
-               REDIS_URL=env["REDIS_URL"].rsplit("/", 1)[0] + "/9",
-               RAW_BUCKET="funnel-bench-fresh", LOG_LEVEL="WARNING")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS funnel_bench_fresh WITH (FORCE)")
-        admin.execute("DROP DATABASE IF EXISTS funnel_bench_fresh_dagster WITH (FORCE)")
-    db.ensure_database(env["DATABASE_URL"])
-    db.migrate(env["DATABASE_URL"])
+    env = stack_env()
+    env.update(DATABASE_URL=fresh_database(env, "funnel_bench_fresh",
+                                           "funnel_bench_fresh_dagster"),
+               REDIS_URL=redis_db(env, 9), RAW_BUCKET="funnel-bench-fresh", LOG_LEVEL="WARNING")
     s3.ensure_buckets(Settings(**{k.lower(): v for k, v in env.items()}))
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     state = stack.state_dir() / "bench-fresh"
-    port = _free_port()
+    port = free_port()
     api = start_api(env, port, state / "logs" / "api.log")
     dagster = LocalDagster(dagster_env(env, state), state)
     try:

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from funnel_ingest import s3, stack  # noqa: E402
-from funnel_ingest.cli import _free_port, start_api  # noqa: E402
+from funnel_ingest.cli import start_api  # noqa: E402
+from funnel_ingest.local_dagster import free_port  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     s3.ensure_buckets(settings)
     r = redis.Redis.from_url(env["REDIS_URL"])
     r.flushdb()
-    port = _free_port()
+    port = free_port()
     api = start_api(env, port, stack.state_dir() / "logs" / "bench-api.log")
     url = f"http://127.0.0.1:{port}"
     try:

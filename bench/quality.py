@@ -79,7 +79,6 @@ def quality_report(conn: psycopg.Connection, sim: Simulation, classifier: Classi
 
 
 def main() -> None:
-    from funnel_ingest import db, stack
     from funnel_ingest.engine import store
     from funnel_ingest.engine.keywords import default_csv_path, load_csv
     from funnel_ingest.engine.simulator import simulate
@@ -89,13 +88,8 @@ def main() -> None:
     p.add_argument("--customers", type=int, default=2000)
     p.add_argument("--seed", type=int, default=5)
     args = p.parse_args()
-    env = stack.up(log=lambda m: None)
-    base = env["DATABASE_URL"].rsplit("/", 1)[0]
-    url = f"{base}/funnel_quality"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS funnel_quality WITH (FORCE)")
-    db.ensure_database(url)
-    db.migrate(url)
+    from _bench import fresh_database, stack_env
+    url = fresh_database(stack_env(quiet=True), "funnel_quality")
     settings = Settings(database_url=url)
     classifier = Classifier(list(load_csv(default_csv_path())), "quality", settings.tz)
     sim = simulate(args.customers, seed=args.seed,

@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from funnel_ingest import db, stack  # noqa: E402
-from funnel_ingest.cli import _free_port, start_api  # noqa: E402
+from funnel_ingest.cli import start_api  # noqa: E402
+from funnel_ingest.local_dagster import free_port  # noqa: E402
 from funnel_ingest.report import ReportFilter  # noqa: E402
 from funnel_ingest.report_cli import export  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
@@ -186,7 +187,7 @@ def main() -> None:
           + ", ".join(f"{c} {n:,}" for c, n in sorted(per_channel.items())))
 
     api_key = "bench-report-key"
-    port = _free_port()
+    port = free_port()
     api = start_api({**env, "DATABASE_URL": url, "API_KEY": api_key}, port,
                     stack.state_dir() / "logs" / "bench-report-api.log")
     try:
