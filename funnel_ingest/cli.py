@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -92,6 +91,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     from funnel_dagster.defs.resources import resources
 
     from . import db
+    from .engine.drain import newest_id
     from .settings import get_settings
 
     settings = get_settings()
@@ -106,9 +106,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
     while True:
         ranges = []
         for stream, kind in streams:
-            newest = r.xrevrange(stream, count=1)
-            if newest:
-                ranges.append({"stream": stream, "kind": kind, "until_id": newest[0][0].decode()})
+            if newest := newest_id(r, stream):
+                ranges.append({"stream": stream, "kind": kind, "until_id": newest})
         if not ranges:
             break
         result = drain_job.execute_in_process(
@@ -162,12 +161,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Popen:
     """Start the API as a child process and wait until /readyz answers 200."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import redis
 
     from . import s3, stack
-    from .local_dagster import LocalDagster, dagster_env
+    from .local_dagster import LocalDagster, dagster_env, free_port
     from .report import csv_chunks
     from .sender import send_all
     from .settings import get_settings
@@ -228,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _apply_env(env)
     settings = get_settings()
     state = stack.state_dir()
-    port = args.port or _free_port()
+    port = args.port or free_port()
     _err(f"starting the API on 127.0.0.1:{port} (log: {state / 'logs' / 'api.log'})")
     api = start_api(env, port, state / "logs" / "api.log")
     denv = dagster_env(env, state)

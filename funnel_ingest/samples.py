@@ -1,29 +1,15 @@
-"""Sample webhook bodies in each provider's documented shape (demo traffic, tests, benchmarks).
-
-Conversations are short Indonesian chats; the funnel engine's simulator builds richer ones.
-"""
+"""Webhook bodies in each provider's documented shape, for the simulator, tests and benchmarks."""
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import orjson
 
 ROUTES = {"whatsapp": "/webhooks/whatsapp", "qontak": "/webhooks/qontak", "generic": "/webhook"}
-
-_OPENERS = ["Halo kak, saya mau info promo", "Hai, mau tanya paket liburan",
-            "Permisi, saya lihat iklannya di IG", "Halo admin, masih ada slot?"]
-_BOOKINGS = ["Oke kak saya mau booking untuk besok", "Saya pesan 2 pax ya kak",
-             "Jadi booking tgl 5 ya", "mau reservasi untuk sabtu"]
-_PAYMENTS = ["Sudah transfer Rp 1.500.000 ya kak", "sudah saya bayar 750rb",
-             "dp 500k sudah masuk ya", "Sudah tf 1,5jt kak"]
-_AGENT = ["Baik kak, ada yang bisa dibantu?", "Harga paket Rp 750.000/pax kak",
-          "Pembayaran sudah kami terima, terima kasih"]
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -75,25 +61,3 @@ def generic_body(rng: random.Random, phone: str, room: str, text: str, at: datet
         "sender": {"type": sender, "phone": phone if sender == "customer" else "6281100000001"},
         "message": {"id": uuid.UUID(int=rng.getrandbits(128)).hex, "text": text},
         "timestamp": at.isoformat()})
-
-
-def burst(count: int, seed: int | None = None, now: datetime | None = None) -> Iterator[Sample]:
-    """`count` webhook bodies, round-robin over the three sources, each a plausible chat step."""
-    rng = random.Random(seed)
-    now = now or datetime.now(timezone.utc)
-    for i in range(count):
-        phone = indonesian_phone(rng)
-        at = now - timedelta(minutes=rng.randint(1, 600))
-        stage = rng.choice([_OPENERS, _OPENERS, _BOOKINGS, _PAYMENTS])
-        text = rng.choice(stage)
-        kind = ("whatsapp", "qontak", "generic")[i % 3]
-        room = uuid.UUID(int=rng.getrandbits(128)).hex
-        if kind == "whatsapp":
-            yield Sample(kind, whatsapp_body(rng, phone, [text], at, referral=rng.random() < .3), 1)
-        elif kind == "qontak":
-            agent = rng.random() < .2
-            yield Sample(kind, qontak_body(rng, phone, room, rng.choice(_AGENT) if agent else text,
-                                           at, "agent" if agent else "customer"), 1)
-        else:
-            yield Sample(kind, generic_body(rng, phone, room, text, at,
-                                            channel=rng.choice(["ads", "website", "direct"])), 1)

@@ -10,7 +10,7 @@ external assets whose activity the drain sensor reports as observations.
 
 
 import io
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
@@ -38,7 +38,6 @@ message_stream = dg.AssetSpec(
 
 @dg.asset(
     group_name="funnel", owners=OWNERS, kinds={"postgres", "redis", "googlesheets"},
-    automation_condition=None,
 )
 def keywords(context: dg.AssetExecutionContext, postgres: PostgresResource,
              redis: RedisResource, s3: S3Resource, sheets: GoogleSheetsResource
@@ -151,7 +150,3 @@ def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResou
         check_results=[dg.AssetCheckResult(
             check_name="rows_match_funnel", passed=written == rows,
             metadata={"csv_rows": written, "funnel_leads": rows})])
-
-
-def yesterday(today: date) -> date:
-    return today - timedelta(days=1)

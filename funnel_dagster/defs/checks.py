@@ -2,10 +2,10 @@
 
 
 import os
-import time
 
 import dagster as dg
 
+from funnel_ingest.engine.drain import oldest_age_seconds
 from funnel_ingest.settings import get_settings
 
 from .resources import PostgresResource, RedisResource
@@ -14,33 +14,34 @@ MAX_BACKLOG = int(os.environ.get("FUNNEL_MAX_BACKLOG", "100000"))
 MAX_OLDEST_SECONDS = float(os.environ.get("FUNNEL_MAX_BACKLOG_AGE_SECONDS", "300"))
 
 
+def _none_found(postgres: PostgresResource, count_sql: str, label: str) -> dg.AssetCheckResult:
+    """Passes when `count_sql` counts no offending rows; the count goes in the metadata."""
+    with postgres.connect() as conn:
+        found = conn.execute(count_sql).fetchone()[0]
+    return dg.AssetCheckResult(passed=found == 0, metadata={label: found})
+
+
 @dg.asset_check(asset="classified_messages", description="Each delivered message is stored "
                 "once: no two rows share (source, message id, room).")
 def no_duplicate_messages(postgres: PostgresResource) -> dg.AssetCheckResult:
-    with postgres.connect() as conn:
-        dupes = conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM classified_messages GROUP BY source, "
-            "message_id, room_key HAVING count(*) > 1) d").fetchone()[0]
-    return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes})
+    return _none_found(postgres, "SELECT count(*) FROM (SELECT 1 FROM classified_messages "
+                       "GROUP BY source, message_id, room_key HAVING count(*) > 1) d",
+                       "duplicate_keys")
 
 
 @dg.asset_check(asset="funnel", description="Stage dates are in order: lead <= booking <= "
                 "transaction.")
 def stage_dates_in_order(postgres: PostgresResource) -> dg.AssetCheckResult:
-    with postgres.connect() as conn:
-        bad = conn.execute(
-            "SELECT count(*) FROM funnel WHERE booking_at < lead_at OR transaction_at < lead_at "
-            "OR transaction_at < booking_at OR (transaction_at IS NOT NULL AND booking_at IS NULL)"
-        ).fetchone()[0]
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"leads_out_of_order": bad})
+    return _none_found(
+        postgres, "SELECT count(*) FROM funnel WHERE booking_at < lead_at OR transaction_at < "
+        "lead_at OR transaction_at < booking_at OR (transaction_at IS NOT NULL AND booking_at "
+        "IS NULL)", "leads_out_of_order")
 
 
 @dg.asset_check(asset="funnel", description="Transaction values and totals are not negative.")
 def non_negative_values(postgres: PostgresResource) -> dg.AssetCheckResult:
-    with postgres.connect() as conn:
-        bad = conn.execute("SELECT count(*) FROM funnel WHERE transaction_value < 0 "
-                           "OR transaction_total < 0").fetchone()[0]
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"negative_values": bad})
+    return _none_found(postgres, "SELECT count(*) FROM funnel WHERE transaction_value < 0 "
+                       "OR transaction_total < 0", "negative_values")
 
 
 @dg.asset_check(asset="message_stream", description=f"Stream backlog under {MAX_BACKLOG} entries "
@@ -48,14 +49,8 @@ def non_negative_values(postgres: PostgresResource) -> dg.AssetCheckResult:
 def stream_backlog(redis: RedisResource) -> dg.AssetCheckResult:
     r = redis.client()
     settings = get_settings()
-    backlog = 0
-    oldest = 0.0
-    for stream in settings.stream_keys():
-        backlog += r.xlen(stream)
-        first = r.xrange(stream, count=1)
-        if first:
-            ms = int(first[0][0].decode().split("-")[0])
-            oldest = max(oldest, time.time() - ms / 1000)
+    backlog = sum(r.xlen(s) for s in settings.stream_keys())
+    oldest = max((oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0)
     return dg.AssetCheckResult(
         passed=backlog <= MAX_BACKLOG and oldest <= MAX_OLDEST_SECONDS,
         severity=dg.AssetCheckSeverity.WARN,

@@ -16,7 +16,8 @@ from datetime import date
 
 import dagster as dg
 
-from funnel_ingest.engine.drain import DrainReport, drain_range
+from funnel_ingest.engine.drain import (DrainReport, drain_range, newest_id, oldest_age_seconds,
+                                         oldest_id, stream_id_key)
 from funnel_ingest.settings import get_settings
 
 from .assets import _classifier, funnel_metadata
@@ -98,29 +99,6 @@ def drain_job():
     drain_stream_range()
 
 
-def _newest_id(r, stream: str) -> str | None:
-    last = r.xrevrange(stream, count=1)
-    return last[0][0].decode() if last else None
-
-
-def _oldest_id(r, stream: str) -> str | None:
-    first = r.xrange(stream, count=1)
-    return first[0][0].decode() if first else None
-
-
-def _oldest_age_seconds(r, stream: str) -> float:
-    first = r.xrange(stream, count=1)
-    if not first:
-        return 0.0
-    ms = int(first[0][0].decode().split("-")[0])
-    return max(0.0, time.time() - ms / 1000)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def plan_runs(r, cursor: dict[str, str], busy_shards: set[str],
               running_shards: frozenset[str] = frozenset()
               ) -> tuple[list[dg.RunRequest], dict[str, str]]:
@@ -137,13 +115,13 @@ def plan_runs(r, cursor: dict[str, str], busy_shards: set[str],
         extra = side if n == 0 else []
         retry = False
         for name, kind in [(stream, "messages"), *extra]:
-            newest = _newest_id(r, name)
+            newest = newest_id(r, name)
             prev = cursor.get(name, "0-0")
-            if newest and _id_key(newest) > _id_key(prev):
+            if newest and stream_id_key(newest) > stream_id_key(prev):
                 ranges.append({"stream": name, "kind": kind, "after_id": prev,
                                "until_id": newest})
                 cursor[name] = newest
-            elif newest and stream not in running_shards and _oldest_id(r, name) is not None:
+            elif newest and stream not in running_shards and oldest_id(r, name) is not None:
                 # entries handed out earlier are still on the stream (streams are trimmed
                 # only after commit): their run failed; hand the range out again
                 ranges.append({"stream": name, "kind": kind, "after_id": "0-0",
@@ -179,7 +157,7 @@ def message_stream_sensor(context: dg.SensorEvaluationContext,
     observation = dg.AssetObservation("message_stream", metadata={
         "backlog": sum(backlog.values()),
         "oldest_entry_age_seconds": round(max(
-            (_oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0), 1),
+            (oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0), 1),
         **{f"length {s}": n for s, n in backlog.items()}})
     events: list = [observation]
     if requests:  # the archive objects holding the newest messages handed out now

@@ -36,8 +36,6 @@ INTENT = {"mau", "mo", "akan", "nanti", "ntar", "nnti", "besok", "ingin", "penge
           "apa", "caranya", "cara", "kalau", "kalo", "klo", "jika", "coba", "tolong", "minta"}
 CONFIRM = {"terima", "diterima", "kami terima", "masuk", "lunas", "berhasil", "sukses",
            "terkonfirmasi", "dikonfirmasi", "confirmed", "received", "terverifikasi", "valid"}
-INSTRUCT = {"silakan", "silahkan", "mohon", "harap", "segera", "wajib", "ke", "rekening", "rek",
-            "norek", "va", "total", "sebesar", "tagihan", "invoice", "harga", "biaya", "tarif"}
 COMPLETED_FORMS = {"lunas", "paid", "dibayar", "dibayarkan", "ditransfer", "terbayar", "pelunasan",
                    "transferan", "sudah kami terima", "pembayaran diterima", "bukti transfer"}
 

@@ -13,7 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
+import orjson
 import psycopg
 import redis
 
@@ -57,9 +59,6 @@ def _save_offset(conn: psycopg.Connection, stream: str, last_id: str) -> None:
 
 
 def _status_from(fields: dict) -> StatusEvent:
-    from datetime import datetime
-
-    import orjson
     d = {_text(k): _text(v) for k, v in fields.items()}
     return StatusEvent(d["source"], d["message_id"], d["status"],
                        datetime.fromisoformat(d["status_at"]), d.get("recipient"),
@@ -89,7 +88,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
     report = DrainReport(stream)
     started = time.perf_counter()
     cursor = offset(conn, stream)
-    if _id_key(cursor) < _id_key(after_id):
+    if stream_id_key(cursor) < stream_id_key(after_id):
         log.warning("%s: offset %s is behind this range's start %s: an earlier range did not "
                     "commit; processing it first", stream, cursor, after_id)
     while True:
@@ -140,14 +139,31 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
     return report
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A stream id as (milliseconds, sequence), for comparisons."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 
 
 def _next_id(stream_id: str) -> str:
-    ms, seq = _id_key(stream_id)
+    ms, seq = stream_id_key(stream_id)
     return f"{ms}-{seq + 1}"
+
+
+def newest_id(r: redis.Redis, stream: str) -> str | None:
+    last = r.xrevrange(stream, count=1)
+    return _text(last[0][0]) if last else None
+
+
+def oldest_id(r: redis.Redis, stream: str) -> str | None:
+    first = r.xrange(stream, count=1)
+    return _text(first[0][0]) if first else None
+
+
+def oldest_age_seconds(r: redis.Redis, stream: str) -> float:
+    """Age of the stream's oldest entry (entries leave only once processed), 0 when empty."""
+    first = oldest_id(r, stream)
+    return max(0.0, time.time() - stream_id_key(first)[0] / 1000) if first else 0.0
 
 
 def drain_all(conn: psycopg.Connection, r: redis.Redis, settings: Settings,

@@ -66,6 +66,22 @@ class BatchResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _empty_temp_table(conn: psycopg.Connection, name: str, definition: str) -> None:
+    """A session temp table, created on first use (`definition`: columns or `AS SELECT …`)
+    and emptied for this batch."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} {definition}")
+    conn.execute(f"TRUNCATE {name}")
+
+
+def _staging_like(conn: psycopg.Connection, name: str, table: str,
+                  columns: Sequence[str]) -> None:
+    _empty_temp_table(conn, name, f"AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
+
+
+def _empty_touched(conn: psycopg.Connection) -> None:
+    _empty_temp_table(conn, "touched", "(customer_key text PRIMARY KEY)")
+
+
 def _copy(conn: psycopg.Connection, table: str, columns: Sequence[str],
           rows: Iterable[Sequence[object]]) -> None:
     with conn.cursor() as cur:
@@ -98,14 +114,11 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
     tz = classifier.tz
     result.days = {m.sent_at.astimezone(tz).date() for m in messages}
     t0 = time.perf_counter()
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_messages AS "
-                 f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM classified_messages WITH NO DATA")
-    conn.execute("TRUNCATE stage_messages")
+    _staging_like(conn, "stage_messages", "classified_messages", MESSAGE_COLUMNS)
     _copy(conn, "stage_messages", MESSAGE_COLUMNS, _message_rows(messages, classifier, tz))
     t1 = time.perf_counter()
     cols = ", ".join(MESSAGE_COLUMNS)
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (customer_key text PRIMARY KEY)")
-    conn.execute("TRUNCATE touched")
+    _empty_touched(conn)
     result.inserted = conn.execute(
         f"""WITH ins AS (
                 INSERT INTO classified_messages ({cols}) SELECT {cols} FROM stage_messages
@@ -175,12 +188,14 @@ def _cycle_rows(conn: psycopg.Connection, where: str,
             yield key, batch
 
 
-def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo,
-                 counters: list[int]) -> tuple[list[tuple], list[tuple]]:
+def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
+                 ) -> tuple[list[tuple], list[tuple], int]:
+    """Funnel and transaction rows of the customers' funnels, and how many customers."""
     leads: list[tuple] = []
     payments: list[tuple] = []
+    customers = 0
     for _key, f in funnels:
-        counters[0] += 1
+        customers += 1
         for ld in f.leads:
             lead_date, booking_date, tx_date = ld.dates(tz)
             leads.append((
@@ -192,7 +207,7 @@ def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo,
         for p in f.payments:
             payments.append((p.message_pk, p.lead_id, p.customer_key, p.paid_at,
                              p.paid_at.astimezone(tz).date(), p.amount, p.direction))
-    return leads, payments
+    return leads, payments, customers
 
 
 def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo,
@@ -200,21 +215,17 @@ def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo,
     funnels = ((key, customer_funnel(key, msgs, lead_window_days))
                for key, msgs in _cycle_rows(
                    conn, "JOIN touched t ON t.customer_key = m.customer_key"))
-    counters = [0]
-    leads, payments = _funnel_rows(funnels, tz, counters)
+    leads, payments, customers = _funnel_rows(funnels, tz)
     _merge_funnel(conn, leads, payments, scope="touched")
-    return counters[0], len(leads)
+    return customers, len(leads)
 
 
 def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[tuple],
                   scope: str) -> None:
     """Replace the funnel rows of the customers in `scope` (a table of customer keys, or
     'all') with `leads`, touching only the rows whose values changed."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_funnel AS "
-                 f"SELECT {', '.join(FUNNEL_COLUMNS)} FROM funnel WITH NO DATA")
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_tx AS "
-                 f"SELECT {', '.join(TX_COLUMNS)} FROM transactions WITH NO DATA")
-    conn.execute("TRUNCATE stage_funnel, stage_tx")
+    _staging_like(conn, "stage_funnel", "funnel", FUNNEL_COLUMNS)
+    _staging_like(conn, "stage_tx", "transactions", TX_COLUMNS)
     _copy(conn, "stage_funnel", FUNNEL_COLUMNS, leads)
     _copy(conn, "stage_tx", TX_COLUMNS, payments)
     in_scope = ("TRUE" if scope == "all"
@@ -238,7 +249,7 @@ def rebuild(conn: psycopg.Connection, tz: ZoneInfo, lead_window_days: int = 30) 
     """Recompute the whole funnel from all classified messages; returns the number of leads."""
     funnels = ((key, customer_funnel(key, msgs, lead_window_days))
                for key, msgs in _cycle_rows(conn, "WHERE m.customer_key IS NOT NULL"))
-    leads, payments = _funnel_rows(funnels, tz, [0])
+    leads, payments, _ = _funnel_rows(funnels, tz)
     _merge_funnel(conn, leads, payments, scope="all")
     return len(leads)
 
@@ -250,10 +261,9 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
     rows = conn.execute(
         "SELECT id, text, direction, sent_at FROM classified_messages "
         "WHERE message_date BETWEEN %s AND %s", (start, end)).fetchall()
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_class (id bigint, stages text[], "
-                 "keywords text[], opening_keyword text, opening_channel text, payment boolean, "
-                 "amount numeric, requested_date date, keyword_version text)")
-    conn.execute("TRUNCATE stage_class")
+    class_columns = ("id", "stages", "keywords", "opening_keyword", "opening_channel",
+                     "payment", "amount", "requested_date", "keyword_version")
+    _staging_like(conn, "stage_class", "classified_messages", class_columns)
 
     def gen() -> Iterator[tuple]:
         for pk, text, direction, sent_at in rows:
@@ -261,10 +271,8 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
             yield (pk, list(c.stages), list(c.keywords), c.opening_keyword, c.opening_channel,
                    c.payment, c.amount, c.requested_date, c.keyword_version)
 
-    _copy(conn, "stage_class", ("id", "stages", "keywords", "opening_keyword", "opening_channel",
-                                "payment", "amount", "requested_date", "keyword_version"), gen())
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (customer_key text PRIMARY KEY)")
-    conn.execute("TRUNCATE touched")
+    _copy(conn, "stage_class", class_columns, gen())
+    _empty_touched(conn)
     conn.execute(
         """WITH upd AS (
                UPDATE classified_messages m SET stages = s.stages, keywords = s.keywords,
@@ -283,11 +291,9 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
 def store_statuses(conn: psycopg.Connection, statuses: Sequence[StatusEvent]) -> int:
     if not statuses:
         return 0
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_status AS SELECT source, message_id, "
-                 "status, recipient, status_at, errors, raw_key FROM message_statuses WITH NO DATA")
-    conn.execute("TRUNCATE stage_status")
-    _copy(conn, "stage_status", ("source", "message_id", "status", "recipient", "status_at",
-                                 "errors", "raw_key"),
+    columns = ("source", "message_id", "status", "recipient", "status_at", "errors", "raw_key")
+    _staging_like(conn, "stage_status", "message_statuses", columns)
+    _copy(conn, "stage_status", columns,
           ((s.source, s.message_id, s.status, s.recipient, s.status_at,
             orjson.dumps(s.errors).decode() if s.errors else None, s.raw_key) for s in statuses))
     return conn.execute("INSERT INTO message_statuses SELECT * FROM stage_status "
