@@ -4,7 +4,9 @@
 --
 -- ARGV[1] shards, ARGV[2] stream prefix, ARGV[3] dedupe ttl (s), ARGV[4] maxlen (0 = none),
 -- ARGV[5] status stream, ARGV[6] dead-letter stream, ARGV[7] rooms hash, ARGV[8] seen prefix,
--- then per item: kind ('m'|'s'|'d'), dedupe id, room field ('' = none), customer key
+-- ARGV[9] force ('1': append even when the dedupe mark exists — the reconcile path re-enqueues
+-- archived items found neither in Postgres nor on a stream; the engine's unique key drops any
+-- copy that turns out to be stored already), then per item: kind ('m'|'s'|'d'), dedupe id, room field ('' = none), customer key
 -- ('' = resolve from room), direction, the entry's fields as one JSON object of strings.
 -- Returns {appended, duplicates, pending_room}.
 local shards = tonumber(ARGV[1])
@@ -15,6 +17,7 @@ local status_stream = ARGV[5]
 local dead_stream = ARGV[6]
 local rooms = ARGV[7]
 local seen = ARGV[8]
+local force = ARGV[9] == '1'
 
 local function xadd(stream, fields)
   if maxlen > 0 then
@@ -30,7 +33,7 @@ local function shard_stream(key)
 end
 
 local appended, duplicates, pending = 0, 0, 0
-local i = 9
+local i = 10
 while i <= #ARGV do
   local kind, id, room, customer, direction = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local fields = {}
@@ -47,7 +50,7 @@ while i <= #ARGV do
       fresh = redis.call('SET', seen .. id, '1', 'NX')
     end
   end
-  if not fresh then
+  if not fresh and not force then
     duplicates = duplicates + 1
   elseif kind == 's' then
     xadd(status_stream, fields); appended = appended + 1

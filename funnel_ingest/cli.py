@@ -3,6 +3,8 @@
     funnel up | down | status [--env]   the local stack (Postgres, Redis, S3 server)
     funnel migrate                      apply the SQL migrations
     funnel api                          run the ingest API in the foreground
+    funnel drain [--follow]             process the streams into the funnel (without Dagster)
+    funnel replay [--since 3d]          re-enqueue archived messages missing from Postgres
     funnel demo                         stack up, API up, a burst of sample webhooks, counts
 """
 
@@ -11,10 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -82,49 +86,129 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_drain(args: argparse.Namespace) -> int:
-    """Run the Dagster drain job in-process until every stream is empty."""
-    import dagster as dg
-    import redis
-
+def _drain_until_empty(settings, r, instance, batch_size: int,
+                       totals: dict[str, list[int]]) -> None:
+    """Run the Dagster drain job in-process over each stream's current range until every
+    stream is empty."""
     from funnel_dagster.defs.drain import drain_job
     from funnel_dagster.defs.resources import resources
 
-    from . import db
     from .engine.drain import newest_id
-    from .settings import get_settings
 
-    settings = get_settings()
-    db.migrate(settings.database_url)
-    r = redis.Redis.from_url(settings.redis_url)
-    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
-                else dg.DagsterInstance.ephemeral())
     streams = [(s, "messages") for s in settings.stream_keys()] + [
         (settings.status_stream, "statuses"), (settings.deadletter_stream, "deadletters")]
-    totals: dict[str, list[int]] = {}
-    started = time.perf_counter()
     while True:
         ranges = []
         for stream, kind in streams:
             if newest := newest_id(r, stream):
                 ranges.append({"stream": stream, "kind": kind, "until_id": newest})
         if not ranges:
-            break
+            return
         result = drain_job.execute_in_process(
             run_config={"ops": {"drain_stream_range": {"config": {
-                "ranges": ranges, "chunk_size": args.batch_size}}},
+                "ranges": ranges, "chunk_size": batch_size}}},
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             resources=resources(), instance=instance, tags={"funnel/trigger": "cli"})
         for stream, out in result.output_for_node("drain_stream_range").items():
             t = totals.setdefault(stream, [0, 0])
             t[0] += out["entries"]
             t[1] += out["inserted"]
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Run the Dagster drain job in-process until every stream is empty (`--follow`: keep
+    draining, and retry after a failure, until interrupted)."""
+    import signal
+
+    import dagster as dg
+    import redis
+
+    from . import db
+    from .settings import get_settings
+
+    settings = get_settings()
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
+                else dg.DagsterInstance.ephemeral())
+    totals: dict[str, list[int]] = {}
+    started = time.perf_counter()
+    if not args.follow:
+        db.migrate(settings.database_url)
+        _drain_until_empty(settings, r, instance, args.batch_size, totals)
+    else:
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        migrated, failures = False, 0
+        while not stopping:
+            try:
+                if not migrated:
+                    db.migrate(settings.database_url)
+                    migrated = True
+                _drain_until_empty(settings, r, instance, args.batch_size, totals)
+                failures = 0
+                delay = args.interval
+            except Exception as exc:  # a store is down: the range stays, the next pass retries
+                failures += 1
+                delay = min(30.0, args.interval * 2 ** min(failures, 6))
+                _err(f"funnel drain: pass failed ({type(exc).__name__}: {exc}); "
+                     f"retrying in {delay:.1f} s")
+            deadline = time.monotonic() + delay
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(min(0.1, delay))
     seconds = time.perf_counter() - started
     for stream, (entries, inserted) in totals.items():
         print(f"{stream}: {entries} entries, {inserted} new "
               f"({entries / seconds if seconds else 0:.0f} entries/s)")
     if not totals:
         print("nothing to drain: every stream is empty")
+    return 0
+
+
+def _when(text: str) -> datetime:
+    """An ISO date or date-time (naive = UTC), or a duration back from now: 90m, 6h, 3d."""
+    from datetime import timedelta, timezone
+
+    if m := re.fullmatch(r"(\d+)\s*([mhd])", text.strip()):
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m[2]]
+        return datetime.now(timezone.utc) - timedelta(**{unit: int(m[1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO date/time nor a duration like 6h or 3d") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-enqueue archived messages missing from Postgres and from the streams."""
+    import psycopg
+    import redis
+
+    from . import db
+    from . import s3 as s3mod
+    from .engine.reconcile import reconcile
+    from .settings import get_settings
+
+    settings = get_settings()
+    db.migrate(settings.database_url)
+    if args.until and args.until < args.since:
+        _err("funnel replay: --until is before --since")
+        return 2
+    with psycopg.connect(settings.database_url) as conn:
+        report = reconcile(conn, redis.Redis.from_url(settings.redis_url), s3mod.client(settings),
+                           settings, since=args.since, until=args.until, dry_run=args.dry_run)
+    print(f"archive objects read: {report.objects}")
+    for kind, label in (("message", "messages"), ("status", "statuses"),
+                        ("deadletter", "dead letters")):
+        print(f"{label}: {report.archived[kind]} archived, {report.stored[kind]} in Postgres, "
+              f"{report.on_stream[kind]} waiting on a stream, {report.missing[kind]} missing")
+    if args.dry_run:
+        print(f"dry run: {report.total_missing} items would be re-enqueued")
+    else:
+        print(f"re-enqueued {report.total_missing} items"
+              + (f"; restored {report.rooms_restored} rooms in Redis" if report.total_missing
+                 else "") + (" (run `funnel drain`, or let the sensor pick them up)"
+                             if report.total_missing else ""))
     return 0
 
 
@@ -296,7 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
     drain = sub.add_parser("drain", help="process everything on the streams now")
     drain.add_argument("--batch-size", type=int, default=10_000)
+    drain.add_argument("--follow", action="store_true",
+                       help="keep draining (and retry after failures) until interrupted")
+    drain.add_argument("--interval", type=float, default=1.0,
+                       help="seconds between passes with --follow")
     drain.set_defaults(func=cmd_drain)
+    rp = sub.add_parser("replay", help="re-enqueue archived messages missing from Postgres "
+                        "(after Redis lost data)")
+    rp.add_argument("--since", type=_when, default="3d",
+                    help="archive objects received from (ISO date/time in UTC, or 6h, 3d; "
+                    "default 3d)")
+    rp.add_argument("--until", type=_when, default=None, help="… up to (default: now)")
+    rp.add_argument("--dry-run", action="store_true", help="only count what is missing")
+    rp.set_defaults(func=cmd_replay)
     from . import keyword_cli, report_cli
     keyword_cli.add_parsers(sub)
     report_cli.add_parsers(sub)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
 from .messages import ParseResult
@@ -23,6 +24,25 @@ class AppendOutcome:
     pending_room: int
 
 
+def script_args(settings: Settings, result: ParseResult, *, force: bool = False) -> list[str | int | bytes]:
+    """The append script's arguments for `result` (see append.lua)."""
+    s = settings
+    args: list[str | int | bytes] = [
+        s.stream_shards, s.stream_prefix, s.dedupe_ttl_seconds, s.stream_maxlen,
+        s.status_stream, s.deadletter_stream, ROOMS_HASH, SEEN_PREFIX, "1" if force else "0",
+    ]
+    for m in result.messages:
+        fields = m.to_fields()
+        customer = fields.pop("customer_key", "")
+        room = f"{m.source}:{m.room_id}" if m.room_id else ""
+        args += ["m", m.idempotency_key(), room, customer, m.direction, orjson.dumps(fields)]
+    for st in result.statuses:
+        args += ["s", st.idempotency_key(), "", "", "", orjson.dumps(st.to_fields())]
+    for d in result.dead_letters:
+        args += ["d", "", "", "", "", orjson.dumps(d.to_fields())]
+    return args
+
+
 class StreamWriter:
     """Writes a request's messages, statuses and dead letters in one atomic Lua call.
 
@@ -37,19 +57,15 @@ class StreamWriter:
         self._script = client.register_script(_SCRIPT)
 
     async def append(self, result: ParseResult) -> AppendOutcome:
-        s = self._settings
-        args: list[str | int] = [
-            s.stream_shards, s.stream_prefix, s.dedupe_ttl_seconds, s.stream_maxlen,
-            s.status_stream, s.deadletter_stream, ROOMS_HASH, SEEN_PREFIX,
-        ]
-        for m in result.messages:
-            fields = m.to_fields()
-            customer = fields.pop("customer_key", "")
-            room = f"{m.source}:{m.room_id}" if m.room_id else ""
-            args += ["m", m.idempotency_key(), room, customer, m.direction, orjson.dumps(fields)]
-        for st in result.statuses:
-            args += ["s", st.idempotency_key(), "", "", "", orjson.dumps(st.to_fields())]
-        for d in result.dead_letters:
-            args += ["d", "", "", "", "", orjson.dumps(d.to_fields())]
-        appended, duplicates, pending = await self._script(keys=[], args=args)
+        appended, duplicates, pending = await self._script(
+            keys=[], args=script_args(self._settings, result))
         return AppendOutcome(int(appended), int(duplicates), int(pending))
+
+
+def append_sync(client: redis.Redis, settings: Settings, result: ParseResult, *,
+                force: bool = False) -> AppendOutcome:
+    """The same atomic append from synchronous code (`funnel replay`); `force` appends items
+    whose dedupe mark exists (they were found neither stored nor on a stream)."""
+    script = client.register_script(_SCRIPT)
+    appended, duplicates, pending = script(keys=[], args=script_args(settings, result, force=force))
+    return AppendOutcome(int(appended), int(duplicates), int(pending))

@@ -1,0 +1,214 @@
+"""Reconciling the raw archive with Postgres and the streams (`funnel replay`).
+
+Every acknowledged body is in the archive before it is on a stream, so after Redis loses data
+(a restart without persistence, a failover to a stale replica, an entry trimmed before it was
+processed) the archive still holds what the funnel lacks. A reconcile pass over a window of
+archive objects (by the time they were received):
+
+1. lists the items in the window (messages, statuses, dead letters);
+2. drops those still waiting on a stream (read first: an item a drain moves from the stream to
+   Postgres meanwhile is then found in Postgres, or at worst appended twice, which the engine's
+   unique key absorbs);
+3. drops those stored in Postgres;
+4. restores the room -> customer map in Redis from Postgres, so agent replies in old rooms are
+   routed to their customer again;
+5. re-enqueues what is left with the same atomic append as the API, in archive order, marking
+   the dedupe keys so the provider's redeliveries are recognised.
+
+It is idempotent (a second pass finds the re-enqueued items on the stream) and safe while the
+API and the drains run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import redis
+
+from ..messages import SOURCES, DeadLetter, NormalizedMessage, ParseResult, StatusEvent
+from ..settings import Settings
+from ..stream import ROOMS_HASH, append_sync
+from .drain import _text
+from .replay import parse_object
+from .store import _copy, _empty_temp_table
+
+log = logging.getLogger(__name__)
+
+_HOUR = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
+
+
+@dataclass
+class ReconcileReport:
+    objects: int = 0
+    archived: dict[str, int] = field(default_factory=dict)    # items in the window, by kind
+    on_stream: dict[str, int] = field(default_factory=dict)   # of those, waiting on a stream
+    stored: dict[str, int] = field(default_factory=dict)      # of those, in Postgres
+    missing: dict[str, int] = field(default_factory=dict)     # neither: re-enqueued
+    rooms_restored: int = 0
+    dry_run: bool = False
+
+    @property
+    def total_missing(self) -> int:
+        return sum(self.missing.values())
+
+
+def _message_key(m: NormalizedMessage) -> tuple[str, str, str]:
+    return (m.source, m.message_id, m.room_key)
+
+
+def _status_key(st: StatusEvent) -> tuple[str, str, str]:
+    return (st.source, st.message_id, st.status)
+
+
+def _dead_key(d: DeadLetter) -> tuple[str, str, str]:
+    return (d.raw_key, str(d.raw_line), d.message_id or "")
+
+
+def archive_keys_between(s3: Any, bucket: str, since: datetime, until: datetime) -> list[str]:
+    """Archive object keys received in [since, until] (hour partitions overlapping it), in
+    the order they were written."""
+    since, until = since.astimezone(timezone.utc), until.astimezone(timezone.utc)
+    keys: list[str] = []
+    day = since.date()
+    while day <= until.date():
+        for source in SOURCES:
+            prefix = f"raw/source={source}/date={day.isoformat()}/"
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    m = _HOUR.search(obj["Key"])
+                    if not m:
+                        continue
+                    hour = datetime.fromisoformat(f"{m[1]}T{m[2]}:00:00+00:00")
+                    if hour + timedelta(hours=1) > since and hour <= until:
+                        keys.append(obj["Key"])
+        day += timedelta(days=1)
+    # the file name starts with the UTC write time: sorting by it is archive order
+    return sorted(keys, key=lambda k: k.rsplit("/", 1)[-1])
+
+
+def _stream_keys(r: redis.Redis, settings: Settings) -> dict[str, set[tuple[str, str, str]]]:
+    """Keys of the items waiting on the streams, by kind."""
+    from .drain import _dead_from, _status_from
+
+    found: dict[str, set[tuple[str, str, str]]] = {"message": set(), "status": set(),
+                                                    "deadletter": set()}
+    streams = [(s, "message") for s in settings.stream_keys()] + [
+        (settings.status_stream, "status"), (settings.deadletter_stream, "deadletter")]
+    for stream, kind in streams:
+        start = "-"
+        while entries := r.xrange(stream, min=start, count=10_000):
+            for _, fields in entries:
+                try:
+                    if kind == "message":
+                        found[kind].add(_message_key(NormalizedMessage.from_fields(fields)))
+                    elif kind == "status":
+                        found[kind].add(_status_key(_status_from(fields)))
+                    else:
+                        found[kind].add(_dead_key(_dead_from(fields)))
+                except (KeyError, ValueError, TypeError):
+                    continue  # a garbled entry: the drain dead-letters it
+            start = "(" + _text(entries[-1][0])
+    return found
+
+
+_STORED_SQL = {
+    "message": ("reconcile_messages", "source text, message_id text, room_key text",
+                """SELECT k.source, k.message_id, k.room_key FROM reconcile_messages k
+                   JOIN classified_messages c USING (source, message_id, room_key)"""),
+    "status": ("reconcile_statuses", "source text, message_id text, status text",
+               """SELECT k.source, k.message_id, k.status FROM reconcile_statuses k
+                  JOIN message_statuses s USING (source, message_id, status)"""),
+    "deadletter": ("reconcile_dead", "raw_key text, raw_line text, message_id text",
+                   """SELECT DISTINCT k.raw_key, k.raw_line, k.message_id FROM reconcile_dead k
+                      JOIN dead_letters d ON d.raw_key = k.raw_key
+                       AND d.raw_line = k.raw_line::int
+                       AND coalesce(d.message_id, '') = k.message_id"""),
+}
+
+
+def _stored(conn: psycopg.Connection, kind: str,
+            keys: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    if not keys:
+        return set()
+    table, definition, query = _STORED_SQL[kind]
+    _empty_temp_table(conn, table, f"({definition})")
+    columns = [c.split()[0] for c in definition.split(", ")]
+    _copy(conn, table, columns, keys)
+    return {tuple(row) for row in conn.execute(query)}
+
+
+def restore_rooms(conn: psycopg.Connection, r: redis.Redis) -> int:
+    """Put Postgres' room -> customer map back into Redis (HSETNX: never overrides)."""
+    restored = 0
+    with conn.cursor(name="reconcile_rooms") as cur:
+        cur.itersize = 10_000
+        cur.execute("SELECT source || ':' || room_id, customer_key FROM rooms")
+        while rows := cur.fetchmany(10_000):
+            pipe = r.pipeline(transaction=False)
+            for room, customer in rows:
+                pipe.hsetnx(ROOMS_HASH, room, customer)
+            restored += sum(pipe.execute())
+    return restored
+
+
+def _archived(s3: Any, bucket: str, keys: list[str]) -> Iterator[tuple[str, ParseResult]]:
+    for key in keys:
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        yield key, parse_object(key, data)
+
+
+def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Settings, *,
+              since: datetime, until: datetime | None = None, dry_run: bool = False,
+              chunk: int = 500) -> ReconcileReport:
+    """Re-enqueue the archived items received in [since, until] that are neither waiting on a
+    stream nor stored in Postgres (see the module docstring)."""
+    until = until or datetime.now(timezone.utc)
+    report = ReconcileReport(dry_run=dry_run)
+    keys = archive_keys_between(s3, settings.raw_bucket, since, until)
+    report.objects = len(keys)
+    objects = list(_archived(s3, settings.raw_bucket, keys))
+    wanted: dict[str, set[tuple[str, str, str]]] = {"message": set(), "status": set(),
+                                                     "deadletter": set()}
+    for _, part in objects:
+        wanted["message"].update(_message_key(m) for m in part.messages)
+        wanted["status"].update(_status_key(s) for s in part.statuses)
+        wanted["deadletter"].update(_dead_key(d) for d in part.dead_letters)
+    waiting = _stream_keys(r, settings)   # streams first, then Postgres (see step 2)
+    present: dict[str, set[tuple[str, str, str]]] = {}
+    with conn.transaction():
+        for kind, items in wanted.items():
+            report.archived[kind] = len(items)
+            report.on_stream[kind] = len(items & waiting[kind])
+            stored = _stored(conn, kind, items - waiting[kind])
+            report.stored[kind] = len(stored)
+            present[kind] = waiting[kind] | stored
+            report.missing[kind] = len(items) - report.on_stream[kind] - len(stored)
+    if dry_run or not report.total_missing:
+        return report
+    report.rooms_restored = restore_rooms(conn, r)
+    batch = ParseResult()
+    queued: set[tuple[str, str, str]] = set()  # an item archived twice (a redelivery) once
+
+    def keep(kind: str, key: tuple[str, str, str]) -> bool:
+        if key in present[kind] or (kind, *key) in queued:
+            return False
+        queued.add((kind, *key))
+        return True
+
+    for _, part in objects:
+        batch.messages += [m for m in part.messages if keep("message", _message_key(m))]
+        batch.statuses += [s for s in part.statuses if keep("status", _status_key(s))]
+        batch.dead_letters += [d for d in part.dead_letters if keep("deadletter", _dead_key(d))]
+        if len(batch.messages) + len(batch.statuses) + len(batch.dead_letters) >= chunk:
+            append_sync(r, settings, batch, force=True)
+            batch = ParseResult()
+    if batch.messages or batch.statuses or batch.dead_letters:
+        append_sync(r, settings, batch, force=True)
+    log.info("reconcile: re-enqueued %s", report.missing)
+    return report
