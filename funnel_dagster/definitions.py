@@ -10,7 +10,7 @@ import dagster as dg
 from funnel_ingest import db
 from funnel_ingest.settings import get_settings
 
-from .defs import assets, checks, drain, schedules
+from .defs import assets, checks, drain, replay, schedules
 from .defs.resources import resources
 
 
@@ -31,9 +31,10 @@ defs = dg.Definitions(
             assets.classified_messages, assets.funnel, assets.funnel_report_csv],
     asset_checks=checks.ALL_CHECKS,
     jobs=[drain.drain_job, schedules.keywords_job, schedules.report_job, schedules.checks_job,
-          schedules.run_history_cleanup_job],
+          schedules.run_history_cleanup_job, replay.replay_archive_job],
     sensors=[drain.message_stream_sensor],
     schedules=[schedules.keywords_schedule, schedules.checks_schedule,
-               schedules.daily_report_schedule, schedules.run_history_cleanup_schedule],
+               schedules.daily_report_schedule, schedules.run_history_cleanup_schedule,
+               replay.replay_archive_schedule],
     resources=resources(),
 )

@@ -65,3 +65,21 @@ def test_sharded_stream_names():
     s = Settings(stream_shards=4)
     assert s.stream_keys() == [f"funnel:messages:{n}" for n in range(4)]
     assert Settings(stream_shards=1).stream_keys() == ["funnel:messages"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--since", "yesterday"], "neither an ISO date/time nor a duration"),
+    (["--since", "2026-11-02", "--until", "2026-11-01"], "--until is before --since"),
+])
+def test_replay_refuses_a_bad_window_with_a_message(stack_env, args, message):
+    out = run("replay", *args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_replay_dry_run_on_an_empty_window_reports_nothing_missing(stack_env):
+    out = run("replay", "--since", "2001-01-01T00:00", "--until", "2001-01-01T01:00",
+              "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "archive objects read: 0" in out.stdout
+    assert "dry run: 0 items would be re-enqueued" in out.stdout

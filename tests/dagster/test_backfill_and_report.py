@@ -151,3 +151,54 @@ def test_out_of_order_stage_dates_cannot_even_be_stored(settings, resources, cle
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE funnel SET booking_at = lead_at - interval '1 day' "
                          "WHERE lead_id = (SELECT lead_id FROM funnel LIMIT 1)")
+
+
+def test_replay_job_re_enqueues_what_a_redis_loss_took_and_nothing_else(
+        settings, resources, clean, r):
+    from funnel_dagster.defs.replay import replay_archive_job
+
+    day = _yesterday(settings)
+    sim = _ingest_and_drain(settings, resources, day)
+    with psycopg.connect(settings.database_url) as conn:
+        before = funnel_rows(conn)
+        assert len(before) == len(sim.leads)
+        # a third of the customers' messages were still waiting when Redis lost everything
+        lost = conn.execute(
+            "DELETE FROM classified_messages WHERE customer_key IN (SELECT DISTINCT "
+            "customer_key FROM classified_messages ORDER BY customer_key LIMIT 13) "
+            "RETURNING id").fetchall()
+        conn.commit()
+    r.flushdb()
+
+    def run(**config):
+        result = replay_archive_job.execute_in_process(
+            run_config={"ops": {"replay_archive": {"config": config}}}, resources=resources)
+        assert result.success
+        return result.output_for_node("replay_archive")
+
+    dry = run(since_hours=6, dry_run=True)
+    assert dry["missing"]["message"] == len(lost)
+    assert r.xlen(settings.stream_keys()[0]) == 0            # a dry run appends nothing
+    out = run(since_hours=6)
+    assert out["missing"]["message"] == len(lost)
+    assert out["rooms_restored"] > 0                         # the room map is back in Redis
+    assert r.xlen(settings.stream_keys()[0]) == len(lost)
+    assert run(since_hours=6)["missing"]["message"] == 0     # found on the stream now
+    with psycopg.connect(settings.database_url) as conn:
+        ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
+                                      resources={"redis": resources["redis"]})
+        for request in message_stream_sensor(ctx).run_requests:
+            assert drain_job.execute_in_process(run_config=request.run_config,
+                                                resources=resources, tags=request.tags).success
+        assert funnel_rows(conn) == before
+    assert run(since_hours=6)["missing"] == {"message": 0, "status": 0, "deadletter": 0}
+
+
+def test_replay_job_refuses_an_empty_window(resources, clean):
+    from funnel_dagster.defs.replay import replay_archive_job
+
+    result = replay_archive_job.execute_in_process(
+        run_config={"ops": {"replay_archive": {"config": {"since_hours": 1,
+                                                          "until_minutes_ago": 90}}}},
+        resources=resources, raise_on_error=False)
+    assert not result.success
