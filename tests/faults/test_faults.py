@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import redis
 
+from funnel_ingest.engine.drain import stream_id_key
 from funnel_ingest.providers import parse
 from funnel_ingest.samples import ROUTES
 from funnel_ingest.sender import headers_for
@@ -166,15 +167,26 @@ def test_drain_killed_half_way_then_rerun(fault_stack: FaultStack, plan: Plan, t
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
 
-    def committed_once() -> bool:
-        with psycopg.connect(fs.env["DATABASE_URL"]) as conn:
-            return conn.execute("SELECT count(*) FROM stream_offsets").fetchone()[0] > 0
+    stream = fs.settings.stream_keys()[0]
 
-    wait_for("the first committed chunk", committed_once, 120, 0.01)
+    def committed_offset() -> str | None:
+        with psycopg.connect(fs.env["DATABASE_URL"]) as conn:
+            row = conn.execute("SELECT last_id FROM stream_offsets WHERE stream = %s",
+                               (stream,)).fetchone()
+            return row[0] if row else None
+
+    r = redis.Redis(port=fs.redis_port)
+    ids = [i.decode() for i, _ in r.xrange(stream)]
+    half = stream_id_key(ids[len(ids) // 2])
+    wait_for("half the backlog committed",
+             lambda: (o := committed_offset()) and stream_id_key(o) >= half, 120, 0.01)
     os.killpg(drain.pid, signal.SIGKILL)
     drain.wait()
-    left = fs.streams_backlog()
+    left = len(r.xrange(stream, min=f"({committed_offset()}", max="+"))
     assert 0 < left < backlog, "the run was not killed half-way"
+    offset = stream_id_key(committed_offset())
+    assert left == sum(stream_id_key(i) > offset for i in ids), \
+        "an entry beyond the committed offset left the stream"
     rerun = fs.funnel("drain")
     assert rerun.returncode == 0, rerun.stderr
     assert fs.streams_backlog() == 0
