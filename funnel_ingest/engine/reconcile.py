@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -157,10 +158,15 @@ def restore_rooms(conn: psycopg.Connection, r: redis.Redis) -> int:
     return restored
 
 
-def _archived(s3: Any, bucket: str, keys: list[str]) -> Iterator[tuple[str, ParseResult]]:
-    for key in keys:
-        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        yield key, parse_object(key, data)
+def _archived(s3: Any, bucket: str, keys: list[str],
+              threads: int = 16) -> Iterator[tuple[str, ParseResult]]:
+    """The parsed archive objects, in the order of `keys` (fetched `threads` at a time)."""
+    def fetch(key: str) -> tuple[str, ParseResult]:
+        return key, parse_object(key, s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(keys), threads * 8):  # bounded read-ahead
+            yield from pool.map(fetch, keys[start:start + threads * 8])
 
 
 def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Settings, *,
@@ -172,43 +178,45 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
     report = ReconcileReport(dry_run=dry_run)
     keys = archive_keys_between(s3, settings.raw_bucket, since, until)
     report.objects = len(keys)
-    objects = list(_archived(s3, settings.raw_bucket, keys))
+    # pass 1: the keys of every archived item (objects are not kept: a window may be days)
     wanted: dict[str, set[tuple[str, str, str]]] = {"message": set(), "status": set(),
                                                      "deadletter": set()}
-    for _, part in objects:
+    for _, part in _archived(s3, settings.raw_bucket, keys):
         wanted["message"].update(_message_key(m) for m in part.messages)
         wanted["status"].update(_status_key(s) for s in part.statuses)
         wanted["deadletter"].update(_dead_key(d) for d in part.dead_letters)
     waiting = _stream_keys(r, settings)   # streams first, then Postgres (see step 2)
-    present: dict[str, set[tuple[str, str, str]]] = {}
+    missing: dict[str, set[tuple[str, str, str]]] = {}
     with conn.transaction():
         for kind, items in wanted.items():
             report.archived[kind] = len(items)
             report.on_stream[kind] = len(items & waiting[kind])
             stored = _stored(conn, kind, items - waiting[kind])
             report.stored[kind] = len(stored)
-            present[kind] = waiting[kind] | stored
-            report.missing[kind] = len(items) - report.on_stream[kind] - len(stored)
+            missing[kind] = items - waiting[kind] - stored
+            report.missing[kind] = len(missing[kind])
     if dry_run or not report.total_missing:
         return report
     report.rooms_restored = restore_rooms(conn, r)
+    # pass 2: re-read the objects holding a missing item, in archive order
     batch = ParseResult()
-    queued: set[tuple[str, str, str]] = set()  # an item archived twice (a redelivery) once
 
-    def keep(kind: str, key: tuple[str, str, str]) -> bool:
-        if key in present[kind] or (kind, *key) in queued:
-            return False
-        queued.add((kind, *key))
-        return True
+    def take(kind: str, key: tuple[str, str, str]) -> bool:
+        if key in missing[kind]:
+            missing[kind].discard(key)  # an item archived twice (a redelivery) goes once
+            return True
+        return False
 
-    for _, part in objects:
-        batch.messages += [m for m in part.messages if keep("message", _message_key(m))]
-        batch.statuses += [s for s in part.statuses if keep("status", _status_key(s))]
-        batch.dead_letters += [d for d in part.dead_letters if keep("deadletter", _dead_key(d))]
-        if len(batch.messages) + len(batch.statuses) + len(batch.dead_letters) >= chunk:
+    for _, part in _archived(s3, settings.raw_bucket, keys):
+        if not any(missing.values()):
+            break
+        batch.messages += [m for m in part.messages if take("message", _message_key(m))]
+        batch.statuses += [s for s in part.statuses if take("status", _status_key(s))]
+        batch.dead_letters += [d for d in part.dead_letters if take("deadletter", _dead_key(d))]
+        if len(batch) >= chunk:
             append_sync(r, settings, batch, force=True)
             batch = ParseResult()
-    if batch.messages or batch.statuses or batch.dead_letters:
+    if len(batch):
         append_sync(r, settings, batch, force=True)
     log.info("reconcile: re-enqueued %s", report.missing)
     return report

@@ -47,20 +47,25 @@ def _ingest_and_drain(settings, resources, day):
     return sim
 
 
-def test_backfilling_a_day_from_the_raw_archive_restores_the_funnel_after_a_redis_loss(
-        settings, resources, clean, r):
-    # an archive of its own: the backfill reads every object of the day
+def _own_archive(settings, resources):
+    """Settings and resources on a new raw bucket (other tests' objects are not in it)."""
     import uuid
 
     from funnel_ingest import s3
-    bucket = f"backfill-{uuid.uuid4().hex[:12]}"
+    bucket = f"archive-{uuid.uuid4().hex[:12]}"
     settings = settings.replace(raw_bucket=bucket)
     s3.ensure_buckets(settings)
     old = resources["s3"]
-    resources = {**resources, "s3": type(old)(
+    return settings, {**resources, "s3": type(old)(
         endpoint_url=old.endpoint_url, access_key_id=old.access_key_id,
         secret_access_key=old.secret_access_key, region=old.region, raw_bucket=bucket,
         reports_bucket=old.reports_bucket)}
+
+
+def test_backfilling_a_day_from_the_raw_archive_restores_the_funnel_after_a_redis_loss(
+        settings, resources, clean, r):
+    # an archive of its own: the backfill reads every object of the day
+    settings, resources = _own_archive(settings, resources)
     day = _yesterday(settings)
     sim = _ingest_and_drain(settings, resources, day)
     with psycopg.connect(settings.database_url) as conn:
@@ -157,6 +162,7 @@ def test_replay_job_re_enqueues_what_a_redis_loss_took_and_nothing_else(
         settings, resources, clean, r):
     from funnel_dagster.defs.replay import replay_archive_job
 
+    settings, resources = _own_archive(settings, resources)  # the replay reads all of it
     day = _yesterday(settings)
     sim = _ingest_and_drain(settings, resources, day)
     with psycopg.connect(settings.database_url) as conn:
