@@ -41,9 +41,12 @@ async def dashboard_page() -> Response:
 @router.get("/static/{name:path}", include_in_schema=False)
 async def static_file(name: Annotated[str, PathParam()]) -> Response:
     """The dashboard's script, style sheet and vendored chart library."""
-    path = (STATIC_DIR / name).resolve()
-    if (not path.is_relative_to(STATIC_DIR) or not path.is_file()
-            or path.suffix not in _TYPES):
+    try:
+        path = (STATIC_DIR / name).resolve()
+        found = path.is_relative_to(STATIC_DIR) and path.is_file() and path.suffix in _TYPES
+    except (ValueError, OSError):  # a NUL byte in the name, a name too long for the OS
+        found = False
+    if not found:
         return JSONResponse({"error": "not_found", "detail": f"no static file {name!r}"},
                             status_code=404)
     return FileResponse(path, media_type=_TYPES[path.suffix], headers={

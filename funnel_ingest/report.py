@@ -59,6 +59,10 @@ class ReportFilter:
             raise FilterError(f"at most {MAX_CHANNELS} channels")
         if any(len(c) > MAX_TEXT for c in channels):
             raise FilterError(f"channel longer than {MAX_TEXT} characters")
+        if any("\x00" in c for c in channels) or "\x00" in (self.campaign or ""):
+            # no stored value has one (Postgres text cannot hold NUL): a client error, not the
+            # database's failure
+            raise FilterError("channel and campaign must not contain NUL characters")
         object.__setattr__(self, "channels", channels)
         if self.campaign is not None:
             campaign = self.campaign.strip()

@@ -90,8 +90,10 @@ _MONTH_DAY = re.compile(rf"\b({_M})(?![a-z])\.?\s+(\d{{1,2}})(?!\d|[.,/:]\d|\s*(
 _DAY_OF_MONTH = re.compile(
     rf"(\b(?:bulan|bln)\s*depan\s*,?\s*)?\b{_DATE_CUE}(\d{{1,2}}){_RANGE}?"
     rf"(?!\d|[.,/]\d|\s*(?:{_M})(?![a-z]))(\s*(?:bulan|bln)\s*depan)?")
-_WEEKDAY = re.compile(rf"(?:(\d+)\s*|\b(hari|hr|malam|mlm)\s+)?\b({_W})\b(?:\s+(depan|ini|besok|"
-                      rf"nanti|lalu|kemarin|kemaren|kmrn|kmarin))?")
+# `(?<!\d)`: a count starts where its digits start; without it a long digit run is tried from
+# every digit, which is quadratic (100 000 digits took minutes).
+_WEEKDAY = re.compile(rf"(?:(?<!\d)(\d+)\s*|\b(hari|hr|malam|mlm)\s+)?\b({_W})\b"
+                      rf"(?:\s+(depan|ini|besok|nanti|lalu|kemarin|kemaren|kmrn|kmarin))?")
 _RECURRING = re.compile(rf"\b(?:tiap|setiap|saban)\s+(?:hari\s+)?(?:{_W})\b")
 _WEEKEND = re.compile(r"\b(?:weekend|wiken|akhir pekan|akhir minggu)\b(?:\s+(depan|lalu|kemarin))?")
 _RELATIVE = re.compile(

@@ -77,8 +77,9 @@ class EmptyKeywordSetError(KeywordSetError):
 
 
 def normalize_text(value: str) -> str:
-    """A keyword as stored and shown: NFKC, whitespace collapsed and stripped (case kept)."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", value)).strip()
+    """A keyword as stored and shown: NFKC, whitespace collapsed and stripped (case kept), NUL
+    removed (Postgres text cannot hold it: one would fail the whole publication)."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", value).replace("\x00", "")).strip()
 
 
 def keyword_key(value: str) -> str:

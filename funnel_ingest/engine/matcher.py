@@ -46,6 +46,7 @@ Hits carry offsets into `text.normalize(message)`.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -384,12 +385,15 @@ class Matcher:
         words = form.split(" ")
         negation = not _NEGATION_WORDS.isdisjoint(words)
         tokens: _TokenIndex | None = None
+        # word number of an offset = spaces before it (bisect: counting them per hit would be
+        # quadratic on long texts)
+        spaces = [i for i, ch in enumerate(form) if ch == " "] if negation else []
         hits = []
         for index, s, e in self._drop_contained(raw):
             entry = self._entries[index]
             negated = False
             if negation:
-                first, last = form.count(" ", 0, s), form.count(" ", 0, e)
+                first, last = bisect.bisect_left(spaces, s), bisect.bisect_left(spaces, e)
                 before = words[max(0, first - NEGATION_WINDOW):first]
                 after = words[last + 1:last + 1 + CANCEL_WINDOW]
                 if not (NEGATORS.isdisjoint(before) and CANCEL_WORDS.isdisjoint(after)):
@@ -449,22 +453,30 @@ class Matcher:
         entries = self._entries
         ordered = sorted(set(raw), key=lambda r: (r[1], -r[2], not r[3], entries[r[0]].rank))
         kept: list[tuple[int, int, int]] = []
+        # Every kept hit starts at or before the current one (start order), so the current hit
+        # is inside one of its stage exactly when that stage's furthest kept end reaches its
+        # end: one comparison per hit instead of a scan of all kept hits (quadratic on texts
+        # with many hits).
+        furthest: dict[str, int] = {}
         for index, s, e, _ in ordered:
             stage = entries[index].stage
-            if any(entries[k].stage == stage and ks <= s and e <= ke for k, ks, ke in kept):
+            if furthest.get(stage, -1) >= e:
                 continue
+            furthest[stage] = e
             kept.append((index, s, e))
         return kept
 
 
 def _is_noun_compound(form: str, start: int, end: int) -> bool:
     """Is the booking keyword at form[start:end] the head of a list or price noun phrase?"""
-    following = form[end + 1:].split(" ", 1)[0] if end < len(form) else ""
+    # find/rfind, not slicing the rest of the text: this runs for every booking hit
+    stop = form.find(" ", end + 1)
+    following = form[end + 1:stop if stop >= 0 else len(form)] if end < len(form) else ""
     following = following if following in LIST_HEAD_NOUNS else following.removesuffix("nya")
     if following not in PRICE_HEAD_NOUNS and not (
             following in CATALOGUE_HEAD_NOUNS and form[start:end] in LIST_NOUNS):
         return False
-    preceding = form[:start - 1].rsplit(" ", 1)[-1] if start else ""
+    preceding = form[form.rfind(" ", 0, start - 1) + 1:start - 1] if start else ""
     return preceding not in VERBAL_MARKERS
 
 

@@ -24,7 +24,9 @@ is Rp 1 500, `IDR 250,000` is 250 000); followed by one or two digits it is a de
 juta or miliar a single separator is always decimal (`1,250 jt` is 1 250 000: nobody writes
 thousands of millions in a chat); with ribu/k three digits group (`1.250rb` is 1 250 000).
 Values are rounded half up to whole Rupiah; values under Rp 100 are dropped (no payment is that
-small: `Rp 1.5` is a typo).
+small: `Rp 1.5` is a typo), and so are values over `MAX_AMOUNT` (Rp 10^15: no chat payment is
+that large, and the amount columns are numeric(20, 0), so a typo such as "tf 999.999.999.999 M"
+must not reach them: it would fail the drain's whole batch).
 
 What is never money: dates (`12.12`, `12/12`, `05-01-2025`, `2025-10-01`), times (`19.00`,
 `jam 7`, `pukul 19.30`), percentages (`30%`, `30 persen`), quantities followed by a unit word
@@ -54,7 +56,7 @@ from typing import Literal
 
 from .text import normalize_light
 
-__all__ = ["CUE_WORDS", "UNIT_WORDS", "Amount", "parse_amounts", "payment_amount"]
+__all__ = ["CUE_WORDS", "MAX_AMOUNT", "UNIT_WORDS", "Amount", "parse_amounts", "payment_amount"]
 
 Cue = Literal["payment", "total", "price", "other"]
 
@@ -67,6 +69,8 @@ _MULTIPLIERS: dict[str, Decimal] = {
     "m": Decimal(10**9),
 }
 _MILLION = Decimal(1_000_000)
+MAX_AMOUNT = Decimal(10**15)
+"""The largest amount read as money (Rp 1 000 triliun); see the module docstring."""
 
 UNIT_WORDS = frozenset((
     "pax", "orang", "org", "pcs", "pc", "x", "kali", "malam", "mlm", "hari", "hr", "porsi",
@@ -129,6 +133,7 @@ _AMOUNT = re.compile(r"""
     """, re.VERBOSE)
 _TOKEN = re.compile(r"[a-z]+|\d+|[=@#/+×*]|[.,;!?\n]")
 _LETTERS_BEFORE = re.compile(r"[a-z]+$")
+_LONGEST_WORD = 40  # letters looked at before a number ("pembayarannya" is 13)
 _PERCENT_AFTER = re.compile(r"\s*(?:%|persen\b|percent\b|pct\b)")
 _DATE_AFTER = re.compile(r"[/\-:.]\d")
 _PER_UNIT_AFTER = re.compile(r"\s*(?:/\s*|per\s?|@\s*)(?=[a-z])")
@@ -169,6 +174,9 @@ def parse_amounts(text: str) -> list[Amount]:
 def payment_amount(text: str) -> Decimal | None:
     """The amount a payment statement is about, by the policy in the module docstring."""
     amounts = parse_amounts(text)
+    if not amounts:
+        return None
+    amounts = [a for a in amounts if a.line_total <= MAX_AMOUNT]   # "2 x Rp 999 triliun"
     if not amounts:
         return None
     # a unit price with an explicit count stands for its line total ("bayar 2x500rb")
@@ -217,7 +225,7 @@ def _amount(s: str, m: re.Match[str]) -> Amount | None:
             tail = m["tail"]
             value += Decimal(tail) / (10 ** len(tail)) * mult
     value = value.quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    if value < 100:
+    if value < 100 or value > MAX_AMOUNT:
         return None
     return Amount(value, start, end, s[start:end].strip(), currency, mult is not None,
                   unit_after or unit_before,
@@ -234,7 +242,9 @@ def _rejected_around(s: str, start: int, end: int, num: str, currency: bool,
     if before in "/-" or (before == ":" and start > 1 and s[start - 2].isdigit()):
         return True                                       # INV/2025/001, 05-01-2025, 19:00
     if before.isalpha() and not currency:
-        word = _LETTERS_BEFORE.search(s, 0, start)
+        # the letters right before (searched from `start` back: a search from the text's start
+        # for every candidate is quadratic on long texts)
+        word = _LETTERS_BEFORE.search(s, max(0, start - _LONGEST_WORD), start)
         counted = word is not None and word.group() == "x" and s[word.start() - 1:word.start()] \
             .isdigit()                                    # 2x500rb
         if word is None or not (counted or _is_payment_word(word.group())):
@@ -397,7 +407,7 @@ def _merge_compounds(s: str, amounts: list[Amount]) -> list[Amount]:
             gap = s[prev.end:a.start]
             if prev.multiplier and a.multiplier and not a.currency and \
                     _SPACE_ONLY.fullmatch(gap) and _unit_of(prev) > a.value and \
-                    not prev.unit_price:
+                    not prev.unit_price and prev.value + a.value <= MAX_AMOUNT:
                 merged[-1] = Amount(prev.value + a.value, prev.start, a.end,
                                     s[prev.start:a.end], prev.currency, True, a.unit_price,
                                     prev.cue, a.count)

@@ -90,19 +90,42 @@ def _copy(conn: psycopg.Connection, table: str, columns: Sequence[str],
                 copy.write_row(row)
 
 
+def _without_nul(value: object) -> object:
+    """`value` with NUL removed from its strings, nested ones included: Postgres `text` cannot
+    hold NUL and `jsonb` refuses `\u0000`, and one such value would fail a drain's whole batch,
+    again on every retry. The raw archive keeps the exact bytes."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _row(values: tuple) -> tuple:
+    """A COPY row without NUL in its strings (the check is all most rows cost)."""
+    if any(v.__class__ is str and "\x00" in v for v in values):
+        return tuple(_without_nul(v) if v.__class__ is str else v for v in values)
+    return values
+
+
+def _json(value: object) -> str | None:
+    return orjson.dumps(_without_nul(value)).decode() if value else None
+
+
 def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
                   tz: ZoneInfo) -> Iterator[tuple]:
     for m in messages:
         c = classifier.classify_message(m)
-        yield (
+        yield _row((
             m.source, m.message_id, m.room_key, m.room_id, m.customer_key, m.phone, m.user_id,
             m.direction, m.sender_type, m.sent_at, m.sent_at.astimezone(tz).date(),
-            m.received_at, m.text.replace("\x00", ""), m.message_type, m.channel_hint,
-            m.room_channel, m.campaign_id, m.ad_id,
-            orjson.dumps(m.referral).decode() if m.referral else None, m.context_id,
+            m.received_at, m.text, m.message_type, m.channel_hint,
+            m.room_channel, m.campaign_id, m.ad_id, _json(m.referral), m.context_id,
             m.raw_key, m.raw_line, list(c.stages), list(c.keywords), c.opening_keyword,
             c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version,
-        )
+        ))
 
 
 def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],
@@ -294,8 +317,8 @@ def store_statuses(conn: psycopg.Connection, statuses: Sequence[StatusEvent]) ->
     columns = ("source", "message_id", "status", "recipient", "status_at", "errors", "raw_key")
     _staging_like(conn, "stage_status", "message_statuses", columns)
     _copy(conn, "stage_status", columns,
-          ((s.source, s.message_id, s.status, s.recipient, s.status_at,
-            orjson.dumps(s.errors).decode() if s.errors else None, s.raw_key) for s in statuses))
+          (_row((s.source, s.message_id, s.status, s.recipient, s.status_at, _json(s.errors),
+                 s.raw_key)) for s in statuses))
     return conn.execute("INSERT INTO message_statuses SELECT * FROM stage_status "
                         "ON CONFLICT DO NOTHING").rowcount
 
@@ -309,6 +332,6 @@ def store_dead_letters(conn: psycopg.Connection,
         cur.executemany(
             "INSERT INTO dead_letters (stream_id, source, reason, detail, message_id, raw_key,"
             " raw_line) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [(sid, d.source, d.reason, d.detail, d.message_id, d.raw_key, d.raw_line)
+            [_row((sid, d.source, d.reason, d.detail, d.message_id, d.raw_key, d.raw_line))
              for sid, d in items])
     return len(items)
