@@ -76,6 +76,12 @@ def is_payment_statement(text: str, direction: str, hits: list[Hit],
     return not instructs
 
 
+# What a message says is read from its first characters only: chat messages are short
+# (WhatsApp caps a text at 4,096 characters) and reading costs ~2 µs per character, so a
+# multi-megabyte text sent with a valid token must not stall the drain. The text is stored whole.
+CLASSIFY_MAX_CHARS = 16_384
+
+
 class Classifier:
     """Classifies messages with one keyword version."""
 
@@ -92,6 +98,7 @@ class Classifier:
     def classify(self, text: str, direction: str, sent_at: datetime) -> Classification:
         if not text:
             return Classification(keyword_version=self.version)
+        text = text[:CLASSIFY_MAX_CHARS]
         c = self._read(text, direction)
         if "booking" in c.stages:
             requested = dates.requested_date(text, sent_at, self.tz)

@@ -103,3 +103,14 @@ def test_empty_text_matches_nothing(classifier):
 def test_booking_message_keeps_the_requested_date(classifier):
     got = classifier.classify("saya mau booking untuk besok ya", "inbound", T)
     assert got.requested_date is not None and got.requested_date.isoformat() == "2025-10-02"
+
+
+def test_only_the_first_characters_of_a_huge_text_are_read(classifier):
+    from funnel_ingest.engine.classify import CLASSIFY_MAX_CHARS
+
+    sent = datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
+    head = "Halo kak mau booking untuk besok"
+    padding = " lorem" * (CLASSIFY_MAX_CHARS // 6)
+    assert "booking" in classifier.classify(head + padding, "inbound", sent).stages
+    tail_only = classifier.classify(padding + " sudah transfer 5 juta", "inbound", sent)
+    assert "transaction" not in tail_only.stages  # beyond the cap: not read
