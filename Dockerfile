@@ -1,5 +1,6 @@
 # One image for the three Funnel Message processes:
-#   api               uvicorn funnel_ingest.main:app (the default CMD)
+#   api               funnel api --host 0.0.0.0 --port 8000 (the default CMD): uvicorn with
+#                     API_WORKERS workers (default one per CPU), metrics aggregated across them
 #   dagster-webserver dagster-webserver -h 0.0.0.0 -p 3000 -w /app/workspace.yaml
 #   dagster-daemon    dagster-daemon run -w /app/workspace.yaml
 # Build: docker build -t funnel-message .   (docker-compose.yml builds it for every service)
@@ -44,4 +45,4 @@ USER funnel
 
 EXPOSE 8000 3000
 
-CMD ["uvicorn", "funnel_ingest.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["funnel", "api", "--host", "0.0.0.0", "--port", "8000"]

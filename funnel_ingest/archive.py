@@ -1,10 +1,14 @@
 """The raw archive: the exact request bodies in S3, group-committed.
 
-Bodies of one source that arrive while an upload is in flight share the next object: one
-newline-delimited JSON object per line (`received_at`, `signature`, `request_id`, `body` = the
-raw body text), so a burst costs a few PUTs instead of one per request. Each request waits for
-the PUT holding its line; only then does it go on to the stream. Keys are built from the route's
-source name, the UTC date and hour, a timestamp and a random id — never from caller text:
+Bodies of one source that arrive within one batch window (`linger_ms`, from the first body of
+the batch) share one object: one newline-delimited JSON object per line (`received_at`,
+`signature`, `request_id`, `body` = the raw body text), so a burst costs a few PUTs instead of
+one per request. One writer at a time collects a batch; up to `writers_per_source` PUTs are in
+flight, so a slow PUT does not hold up the next batch, and the PUT rate stays near one per
+window under any load (a PUT costs about as much CPU as a whole webhook request, in the API and
+again in the S3 server). Each request waits for the PUT holding its line; only then does it go
+on to the stream. Keys are built from the route's source name, the UTC date and hour, a
+timestamp and a random id — never from caller text:
 
     raw/source=<source>/date=YYYY-MM-DD/hour=HH/<YYYYmmddTHHMMSSffffffZ>-<uuid>.ndjson
 """
@@ -81,6 +85,7 @@ class RawArchive:
         self._linger = linger_ms / 1000.0
         self._max_batch = max_batch
         self._queues: dict[str, asyncio.Queue[tuple[RawBody, asyncio.Future[ArchivedAt]]]] = {}
+        self._collecting: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._writers = writers_per_source
 
@@ -88,6 +93,7 @@ class RawArchive:
         for source in SOURCES:
             q: asyncio.Queue = asyncio.Queue()
             self._queues[source] = q
+            self._collecting[source] = asyncio.Lock()
             for _ in range(self._writers):
                 self._tasks.append(asyncio.create_task(self._writer(source, q)))
 
@@ -106,12 +112,16 @@ class RawArchive:
         return await fut
 
     async def _writer(self, source: str, q: asyncio.Queue) -> None:
+        collecting = self._collecting[source]
         while True:
-            batch = [await q.get()]
-            if self._linger > 0 and q.empty():
-                await asyncio.sleep(self._linger)
-            while len(batch) < self._max_batch and not q.empty():
-                batch.append(q.get_nowait())
+            async with collecting:  # one batch window at a time; the PUT happens outside
+                batch = [await q.get()]
+                if self._linger > 0:  # the window opens when the batch's first body arrived
+                    age = (datetime.now(timezone.utc) - batch[0][0].received_at).total_seconds()
+                    if age < self._linger and q.qsize() < self._max_batch:
+                        await asyncio.sleep(min(self._linger, self._linger - age))
+                while len(batch) < self._max_batch and not q.empty():
+                    batch.append(q.get_nowait())
             await self._flush(source, batch)
 
     async def _flush(self, source: str, batch: list[tuple[RawBody, asyncio.Future]]) -> None:

@@ -80,9 +80,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """`API_WORKERS` uvicorn workers (default: one per usable CPU). Several workers share their
+    Prometheus metrics through a fresh PROMETHEUS_MULTIPROC_DIR, removed when they stop."""
+    import shutil
+    import tempfile
+
     import uvicorn
-    uvicorn.run("funnel_ingest.main:app", host=args.host, port=args.port, log_level="info",
-                access_log=False)
+    workers = int(os.environ.get("API_WORKERS") or len(os.sched_getaffinity(0)))
+    metrics_dir = ""
+    if workers > 1:  # set before any worker imports prometheus_client
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="funnel-metrics-")
+    try:
+        uvicorn.run("funnel_ingest.main:app", host=args.host, port=args.port, log_level="info",
+                    access_log=False, workers=workers)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -109,6 +123,9 @@ def _drain_until_empty(settings, r, instance, batch_size: int,
                 "ranges": ranges, "chunk_size": batch_size}}},
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             resources=resources(), instance=instance, tags={"funnel/trigger": "cli"})
+        for event in result.all_events:  # a store failed and the op's retry policy took over
+            if event.is_step_up_for_retry:
+                _err(f"funnel drain: step retried: {event.message}")
         for stream, out in result.output_for_node("drain_stream_range").items():
             t = totals.setdefault(stream, [0, 0])
             t[0] += out["entries"]
@@ -138,13 +155,16 @@ def cmd_drain(args: argparse.Namespace) -> int:
     else:
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        migrated, failures = False, 0
+        migrated, following, failures = False, False, 0
         while not stopping:
             try:
                 if not migrated:
                     db.migrate(settings.database_url)
                     migrated = True
                 _drain_until_empty(settings, r, instance, args.batch_size, totals)
+                if not following:
+                    following = True
+                    _err("funnel drain: following the streams (SIGTERM or Ctrl-C to stop)")
                 failures = 0
                 delay = args.interval
             except Exception as exc:  # a store is down: the range stays, the next pass retries
@@ -245,13 +265,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Popen:
-    """Start the API as a child process and wait until /readyz answers 200."""
+def start_api(env: dict[str, str], port: int, log_file: Path,
+              workers: int | None = None) -> subprocess.Popen:
+    """Start the API (`funnel api`) as a child process and wait until /readyz answers 200.
+    `workers`: else API_WORKERS of `env` or the environment, else 1 (the child is then the
+    serving process itself, not a supervisor)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **env}
+    child_env["API_WORKERS"] = str(workers or child_env.get("API_WORKERS") or 1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "funnel_ingest.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log"],
-        env={**os.environ, **env}, stdout=log_file.open("ab"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "funnel_ingest.cli", "api", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=child_env, stdout=log_file.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

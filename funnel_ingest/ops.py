@@ -8,7 +8,7 @@ import logging
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
 from .settings import Settings
@@ -30,7 +30,15 @@ async def _check_postgres(settings: Settings) -> None:
         await conn.execute("SELECT 1")
 
 
-@router.get("/readyz", summary="Readiness: Postgres, Redis and S3 answer")
+_READINESS = {"content": {"application/json": {"schema": {
+    "type": "object", "required": ["status", "checks"],
+    "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
+                   "checks": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}
+
+
+@router.get("/readyz", summary="Readiness: Postgres, Redis and S3 answer", responses={
+    200: {**_READINESS, "description": "Every store answers"},
+    503: {**_READINESS, "description": "A store does not answer (named in `checks`)"}})
 async def readyz(request: Request) -> JSONResponse:
     """200 when every store answers, else 503 naming the ones that do not."""
     state = request.app.state
@@ -69,12 +77,15 @@ async def _refresh_stream_gauges(request: Request) -> None:
         metrics.STREAM_PENDING.labels(key).set(pending)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+    200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+          "description": "Prometheus text exposition format"}})
 async def prometheus_metrics(request: Request) -> Response:
     """Counters of received/accepted/rejected webhooks, duplicates, stream length and pending
-    entries, and the request latency histogram, in Prometheus text format."""
+    entries, and the request latency histogram, in Prometheus text format (summed over all
+    API workers when there are several)."""
     try:
         await asyncio.wait_for(_refresh_stream_gauges(request), timeout=2)
     except Exception as exc:  # metrics must answer even when Redis does not
         log.warning("stream gauges not refreshed: %s", exc)
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(default=0, ge=0, description="0 = never trim on append")
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
-    archive_batch_ms: float = Field(default=4.0, ge=0)
+    archive_batch_ms: float = Field(default=20.0, ge=0)
     archive_batch_max: int = Field(default=256, ge=1)
     archive_writers: int = Field(default=2, ge=1, le=64, description="concurrent PUTs per source")
     log_level: str = "INFO"

@@ -314,8 +314,7 @@ def test_dockerfile_builds_one_non_root_image() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}, "the image must not run as root"
     cmd = re.findall(r"^CMD\s+(.+)$", text, re.MULTILINE)[-1]
-    assert yaml.safe_load(cmd) == ["uvicorn", "funnel_ingest.main:app", "--host", "0.0.0.0",
-                                   "--port", "8000"]
+    assert yaml.safe_load(cmd) == ["funnel", "api", "--host", "0.0.0.0", "--port", "8000"]
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
