@@ -1,0 +1,80 @@
+"""Whatever the parsers accept, the engine can store: mutated provider payloads are parsed,
+sent through the stream's field encoding, and processed into Postgres by the drain's own
+functions (`process_messages`, `store_statuses`, `store_dead_letters`). A single item the
+database refuses would fail the drain's whole batch on every retry and stop the funnel, so any
+exception here is a bug. Each example runs in a transaction that is rolled back."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+from hypothesis import given, settings as hsettings
+
+from funnel_ingest.engine.classify import Classifier
+from funnel_ingest.engine.keywords import default_csv_path, load_csv
+from funnel_ingest.engine.store import process_messages, store_dead_letters, store_statuses
+from funnel_ingest.messages import NormalizedMessage
+from funnel_ingest.providers import PayloadError, parse
+
+from .conftest import SEC
+from .fuzzing import mutated_bodies
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def conn(sec_settings):
+    with psycopg.connect(sec_settings.database_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def classifier(sec_settings) -> Classifier:
+    return Classifier(load_csv(default_csv_path()), "security", sec_settings.tz)
+
+
+def _store(conn, result, classifier) -> None:
+    now = datetime.now(timezone.utc)
+    messages = []
+    for i, m in enumerate(result.messages):
+        m.raw_key, m.raw_line, m.received_at = "raw/fuzz", i + 1, now
+        # exactly what the drain reads back from the stream
+        messages.append(NormalizedMessage.from_fields(
+            {k.encode(): v.encode() for k, v in m.to_fields().items()}))
+    try:
+        with conn.transaction():
+            res = process_messages(conn, messages, classifier)
+            assert res.received == len(messages)
+            store_statuses(conn, result.statuses)
+            store_dead_letters(conn, [(f"1-{i}", d) for i, d in enumerate(result.dead_letters)])
+            raise Rollback
+    except Rollback:
+        pass
+
+
+@hsettings(SEC, max_examples=80)
+@given(sb=mutated_bodies())
+def test_every_parsed_payload_can_be_stored(sb, conn, classifier):
+    source, body = sb
+    try:
+        result = parse(source, body)
+    except PayloadError:
+        return
+    _store(conn, result, classifier)
+
+
+@pytest.mark.parametrize("text", [
+    "sudah tf 999.999.999.999 M rupiah", "sudah transfer 2 x 999.999.999.999.999 rupiah",
+    "lunas " + "9" * 12 + " miliar", "dp 1 jt 999 rb " * 50, "nul \x00 byte sudah transfer 1jt",
+])
+def test_extreme_amounts_and_nul_text_can_be_stored(text, conn, classifier):
+    """Amounts the numeric(20, 0) columns cannot hold, and NUL, which text cannot hold."""
+    body = (b'{"room_id": "r\\u0000", "sender": {"phone": "081234567890"}, "message": '
+            b'{"id": "m\\u0000", "text": ' + json.dumps(text).encode() +
+            b'}, "timestamp": 1749416383, "campaign_id": "c\\u0000"}')
+    _store(conn, parse("generic", body), classifier)
