@@ -278,6 +278,9 @@ class FaultStack:
              "--batch-size", str(batch_size)],
             env=self._child_env(), stdout=self._log("drainer"), stderr=subprocess.STDOUT,
             start_new_session=True, cwd=ROOT)
+        log = self.root / "logs" / "drainer.log"
+        wait_for("the drainer to start following",
+                 lambda: b"following the streams" in log.read_bytes(), 120, 0.1)
 
     def funnel(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run a `funnel` command against this stack."""
