@@ -79,8 +79,9 @@ class RawArchive:
     """Group-committing writer of raw bodies to `bucket` through an aiobotocore client."""
 
     def __init__(self, s3: Any, bucket: str, *, linger_ms: float = 4.0, max_batch: int = 256,
-                 writers_per_source: int = 4) -> None:
+                 writers_per_source: int = 4, timeout: float = 8.0) -> None:
         self._s3 = s3
+        self._timeout = timeout
         self._bucket = bucket
         self._linger = linger_ms / 1000.0
         self._max_batch = max_batch
@@ -109,7 +110,15 @@ class RawArchive:
         """Archive one body; returns once the object holding it is durable in S3."""
         fut: asyncio.Future[ArchivedAt] = asyncio.get_running_loop().create_future()
         await self._queues[raw.source].put((raw, fut))
-        return await fut
+        try:
+            # bounded: an S3 server that hangs (a partition) must give a 503 the provider
+            # retries, not a request held for botocore's timeouts and retries (~30 s)
+            return await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            # the batch's PUT may still succeed: an archived body that was not acknowledged,
+            # which the provider's redelivery (dedupe) or `funnel replay` settles
+            raise ArchiveUnavailable(
+                f"the archive write took longer than {self._timeout:g} s") from None
 
     async def _writer(self, source: str, q: asyncio.Queue) -> None:
         collecting = self._collecting[source]

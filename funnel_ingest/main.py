@@ -90,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s3_client = await stack.enter_async_context(s3.async_client(cfg))
             archive = RawArchive(s3_client, cfg.raw_bucket, linger_ms=cfg.archive_batch_ms,
                                  max_batch=cfg.archive_batch_max,
-                                 writers_per_source=cfg.archive_writers)
+                                 writers_per_source=cfg.archive_writers,
+                                 timeout=cfg.archive_timeout_seconds)
             await archive.start()
             stack.push_async_callback(archive.stop)
             app.state.settings = cfg

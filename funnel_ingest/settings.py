@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     archive_batch_ms: float = Field(default=20.0, ge=0)
     archive_batch_max: int = Field(default=256, ge=1)
+    archive_timeout_seconds: float = Field(
+        default=8.0, gt=0, description="a request waiting longer for its archive PUT gets 503")
     archive_writers: int = Field(default=2, ge=1, le=64, description="concurrent PUTs per source")
     log_level: str = "INFO"
 

@@ -171,6 +171,7 @@ class FaultStack:
     s3_port: int = 0
     api_port: int = 0
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)   # settings of this test's API
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     # -- services ------------------------------------------------------------------------
@@ -196,7 +197,7 @@ class FaultStack:
             "S3_REGION": "us-east-1", "RAW_BUCKET": "funnel-raw",
             "REPORTS_BUCKET": "funnel-reports", "FUNNEL_TIMEZONE": "Asia/Jakarta",
             "STREAM_SHARDS": "1", "KEYWORDS_CSV": "", "GSHEET_KEY": "", "LOG_LEVEL": "INFO",
-            **SECRETS,
+            "API_WORKERS": "1", **SECRETS, **self.extra_env,
         }
 
     @property

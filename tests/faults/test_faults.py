@@ -157,6 +157,41 @@ def test_s3_stopped_refuses_then_accepts(fault_stack: FaultStack, plan: Plan, tm
     check(row, plan)
 
 
+def test_s3_hanging_gets_a_bounded_503_then_accepts(fault_stack: FaultStack, plan: Plan,
+                                                    tmp_path: Path, report_row) -> None:
+    fs = fault_stack
+    fs.extra_env["ARCHIVE_TIMEOUT_SECONDS"] = "2"
+    fs.start_api()
+    fs.start_drainer()
+    path = deliveries(fs, plan, tmp_path)
+    loader = fs.load(path, rate=RATE)
+    time.sleep(2.5)
+    s3 = fs.procs["s3"]
+    s3.send_signal(signal.SIGSTOP)  # a partition: connections open, nothing answers
+    try:
+        time.sleep(0.5)
+        probe = plan.samples[-1]
+        seen_before = _last_generated(fs)
+        started = time.monotonic()
+        answer = httpx.post(fs.api_url + ROUTES[probe.source], content=probe.body,
+                            headers=headers_for(probe, fs.env), timeout=30)
+        took = time.monotonic() - started
+        assert answer.status_code == 503, answer.text
+        assert took < 2 + 1.5, f"the 503 took {took:.1f} s with a 2 s archive timeout"
+        time.sleep(1.0)
+        assert _last_generated(fs) == seen_before, "something was appended while S3 hung"
+    finally:
+        s3.send_signal(signal.SIGCONT)
+    result = fs.load_result(loader, path)
+    fs.wait_drained()
+    row = fs.verify("S3 server hung (SIGSTOP) for about 3.5 s", plan, result,
+                    notes=f"probe during the hang: 503 after {took:.1f} s "
+                          "(ARCHIVE_TIMEOUT_SECONDS=2), no stream entry")
+    report_row(row)
+    assert row.refused > 0, "no request was refused: the fault did not bite"
+    check(row, plan)
+
+
 def test_drain_killed_half_way_then_rerun(fault_stack: FaultStack, plan: Plan, tmp_path: Path,
                                           report_row) -> None:
     fs = fault_stack
