@@ -136,23 +136,30 @@ def api(settings: Settings, r: redis.Redis) -> Iterator[ApiServer]:
         yield server
 
 
+def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> subprocess.Popen:
+    """A redis-server on 127.0.0.1:`port` keeping nothing on disk (a restart comes back
+    empty), once it answers PING."""
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=output, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server on port {port} did not answer within 10 s")
+
+
 @pytest.fixture
 def throwaway_redis(tmp_path: Path) -> Iterator[str]:
     """A private redis-server on a free port (tests may stop it)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield url
+    proc = start_redis_server(port, tmp_path)
+    yield f"redis://127.0.0.1:{port}/0"
     proc.kill()
     proc.wait()
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import psycopg
 import redis
 
 from funnel_ingest import db, s3, stack
+from funnel_ingest.cli import start_api
 from funnel_ingest.engine.drain import current_classifier
 from funnel_ingest.engine.simulator import simulate, to_webhooks
 from funnel_ingest.engine.store import process_messages, store_statuses
@@ -37,6 +37,7 @@ from funnel_ingest.providers import parse
 from funnel_ingest.samples import ROUTES, Sample
 from funnel_ingest.sender import headers_for
 from funnel_ingest.settings import Settings
+from tests.conftest import start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNNEL = str(Path(sys.executable).parent / "funnel")
@@ -242,12 +243,7 @@ class FaultStack:
     def start_redis(self) -> None:
         """A redis-server keeping nothing on disk: a restart comes back empty."""
         self.redis_port = self.redis_port or free_port()
-        self.procs["redis"] = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
-            stdout=self._log("redis"), stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.redis_port)
-        wait_for("redis", client.ping, 10, 0.02)
+        self.procs["redis"] = start_redis_server(self.redis_port, self.root, self._log("redis"))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
@@ -264,14 +260,10 @@ class FaultStack:
 
     # -- our processes -------------------------------------------------------------------
     def start_api(self) -> None:
+        """`funnel api` (one worker), ready when /readyz answers 200."""
         self.api_port = self.api_port or free_port()
-        self.procs["api"] = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "funnel_ingest.main:app", "--host", "127.0.0.1",
-             "--port", str(self.api_port), "--no-access-log"],
-            env=self._child_env(), stdout=self._log("api"), stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=ROOT)
-        wait_for("the API", lambda: httpx.get(f"{self.api_url}/healthz", timeout=2)
-                 .status_code == 200, 60, 0.1)
+        self.procs["api"] = start_api(self._child_env(), self.api_port,
+                                      self.root / "logs" / "api.log")
 
     def start_drainer(self, batch_size: int = 500) -> None:
         self.procs["drainer"] = subprocess.Popen(

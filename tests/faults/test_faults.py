@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,10 +24,10 @@ import redis
 
 from funnel_ingest.engine.drain import stream_id_key
 from funnel_ingest.providers import parse
-from funnel_ingest.samples import ROUTES
+from funnel_ingest.samples import ROUTES, Sample
 from funnel_ingest.sender import headers_for
 
-from .harness import FUNNEL, FaultStack, Plan, wait_for, write_deliveries
+from .harness import FUNNEL, FaultStack, LoadResult, Plan, wait_for, write_deliveries
 
 RATE = 120.0  # webhooks/s: the plan's ~1,200 webhooks take about 10 s
 
@@ -36,6 +37,25 @@ def deliveries(fs: FaultStack, plan: Plan, tmp_path: Path, order: list[int] | No
     path = tmp_path / f"{name}.jsonl"
     write_deliveries(path, plan.samples, order or list(range(len(plan.samples))), fs.env)
     return path
+
+
+def under_load(fs: FaultStack, plan: Plan, tmp_path: Path, fault: Callable[[], None], *,
+               after: float = 2.5, batch_size: int = 500) -> LoadResult:
+    """API and drainer up, the plan's webhooks sent at RATE; `fault()` `after` seconds in; the
+    load's result once every webhook was answered for good and the streams are drained."""
+    fs.start_api()
+    fs.start_drainer(batch_size=batch_size)
+    path = deliveries(fs, plan, tmp_path)
+    loader = fs.load(path, rate=RATE)
+    try:
+        time.sleep(after)
+        fault()
+    except BaseException:
+        loader.kill()
+        raise
+    result = fs.load_result(loader, path)
+    fs.wait_drained()
+    return result
 
 
 def check(row, plan: Plan) -> None:
@@ -48,16 +68,13 @@ def check(row, plan: Plan) -> None:
 def test_api_killed_and_restarted_mid_load(fault_stack: FaultStack, plan: Plan, tmp_path: Path,
                                            report_row) -> None:
     fs = fault_stack
-    fs.start_api()
-    fs.start_drainer()
-    path = deliveries(fs, plan, tmp_path)
-    loader = fs.load(path, rate=RATE)
-    time.sleep(2.5)
-    fs.kill("api", signal.SIGKILL)
-    time.sleep(1.0)
-    fs.start_api()
-    result = fs.load_result(loader, path)
-    fs.wait_drained()
+
+    def fault() -> None:
+        fs.kill("api", signal.SIGKILL)
+        time.sleep(1.0)
+        fs.start_api()
+
+    result = under_load(fs, plan, tmp_path, fault)
     row = fs.verify("API process SIGKILL, restarted after 1 s", plan, result)
     report_row(row)
     assert row.refused > 0, "the kill refused no request: the fault did not bite"
@@ -67,20 +84,19 @@ def test_api_killed_and_restarted_mid_load(fault_stack: FaultStack, plan: Plan, 
 def test_redis_restarted_empty_then_replayed(fault_stack: FaultStack, plan: Plan,
                                              tmp_path: Path, report_row) -> None:
     fs = fault_stack
-    fs.start_api()
-    fs.start_drainer()
-    path = deliveries(fs, plan, tmp_path)
-    loader = fs.load(path, rate=RATE)
-    time.sleep(2.0)
-    drainer = fs.procs["drainer"]
-    os.killpg(drainer.pid, signal.SIGSTOP)  # hold the drain so a backlog waits on the stream
-    time.sleep(1.5)
-    backlog = fs.streams_backlog()
-    fs.kill("redis", signal.SIGKILL)
-    fs.start_redis()  # nothing on disk: back empty
-    os.killpg(drainer.pid, signal.SIGCONT)
-    result = fs.load_result(loader, path)
-    fs.wait_drained()
+    backlog = 0
+
+    def fault() -> None:
+        nonlocal backlog
+        drainer = fs.procs["drainer"]
+        os.killpg(drainer.pid, signal.SIGSTOP)  # hold the drain: a backlog waits on the stream
+        time.sleep(1.5)
+        backlog = fs.streams_backlog()
+        fs.kill("redis", signal.SIGKILL)
+        fs.start_redis()  # nothing on disk: back empty
+        os.killpg(drainer.pid, signal.SIGCONT)
+
+    result = under_load(fs, plan, tmp_path, fault, after=2.0)
     before = fs.verify("(before replay)", plan, result)
     assert backlog > 0 and before.lost > 0, "Redis lost nothing: the fault did not bite"
 
@@ -102,16 +118,13 @@ def test_redis_restarted_empty_then_replayed(fault_stack: FaultStack, plan: Plan
 def test_postgres_restarted_mid_run(fault_stack: FaultStack, plan: Plan, tmp_path: Path,
                                     report_row) -> None:
     fs = fault_stack
-    fs.start_api()
-    fs.start_drainer(batch_size=100)
-    path = deliveries(fs, plan, tmp_path)
-    loader = fs.load(path, rate=RATE)
-    time.sleep(2.5)
-    fs.stop_postgres("immediate")  # the server's processes exit at once, as on a crash
-    time.sleep(2.0)
-    fs.start_postgres()
-    result = fs.load_result(loader, path)
-    fs.wait_drained()
+
+    def fault() -> None:
+        fs.stop_postgres("immediate")  # the server's processes exit at once, as on a crash
+        time.sleep(2.0)
+        fs.start_postgres()
+
+    result = under_load(fs, plan, tmp_path, fault, batch_size=100)
     log = (fs.root / "logs" / "drainer.log").read_text()
     failed, retried = log.count("pass failed"), log.count("step retried")
     row = fs.verify("Postgres crash (immediate stop), restarted after 2 s", plan, result,
@@ -129,27 +142,32 @@ def _last_generated(fs: FaultStack) -> str:
     return r.xinfo_stream(key)["last-generated-id"] if r.exists(key) else "0-0"
 
 
+def probe_refused(fs: FaultStack, probe: Sample, hold: float) -> float:
+    """While S3 is out: `probe` is answered 503 (archive unavailable) and nothing is appended
+    for `hold` seconds after it; the seconds the 503 took."""
+    time.sleep(0.5)  # requests in flight when the fault began settle
+    seen_before = _last_generated(fs)
+    started = time.monotonic()
+    answer = httpx.post(fs.api_url + ROUTES[probe.source], content=probe.body,
+                        headers=headers_for(probe, fs.env), timeout=30)
+    took = time.monotonic() - started
+    assert answer.status_code == 503, answer.text
+    assert "s3" in answer.text.lower() or "archive" in answer.text.lower(), answer.text
+    time.sleep(hold)
+    assert _last_generated(fs) == seen_before, "something was appended while the store was out"
+    return took
+
+
 def test_s3_stopped_refuses_then_accepts(fault_stack: FaultStack, plan: Plan, tmp_path: Path,
                                          report_row) -> None:
     fs = fault_stack
-    fs.start_api()
-    fs.start_drainer()
-    path = deliveries(fs, plan, tmp_path)
-    loader = fs.load(path, rate=RATE)
-    time.sleep(2.5)
-    fs.kill("s3", signal.SIGKILL)
-    time.sleep(0.5)  # requests in flight when it died settle
-    probe = plan.samples[-1]
-    seen_before = _last_generated(fs)
-    answer = httpx.post(fs.api_url + ROUTES[probe.source], content=probe.body,
-                        headers=headers_for(probe, fs.env), timeout=30)
-    assert answer.status_code == 503, answer.text
-    assert "s3" in answer.text.lower() or "archive" in answer.text.lower(), answer.text
-    time.sleep(1.5)
-    assert _last_generated(fs) == seen_before, "something was appended while S3 was down"
-    fs.start_s3()
-    result = fs.load_result(loader, path)
-    fs.wait_drained()
+
+    def fault() -> None:
+        fs.kill("s3", signal.SIGKILL)
+        probe_refused(fs, plan.samples[-1], hold=1.5)
+        fs.start_s3()
+
+    result = under_load(fs, plan, tmp_path, fault)
     row = fs.verify("S3 server SIGKILL, restarted after 2.5 s", plan, result,
                     notes="probe during the outage: 503, no stream entry")
     report_row(row)
@@ -161,29 +179,19 @@ def test_s3_hanging_gets_a_bounded_503_then_accepts(fault_stack: FaultStack, pla
                                                     tmp_path: Path, report_row) -> None:
     fs = fault_stack
     fs.extra_env["ARCHIVE_TIMEOUT_SECONDS"] = "2"
-    fs.start_api()
-    fs.start_drainer()
-    path = deliveries(fs, plan, tmp_path)
-    loader = fs.load(path, rate=RATE)
-    time.sleep(2.5)
-    s3 = fs.procs["s3"]
-    s3.send_signal(signal.SIGSTOP)  # a partition: connections open, nothing answers
-    try:
-        time.sleep(0.5)
-        probe = plan.samples[-1]
-        seen_before = _last_generated(fs)
-        started = time.monotonic()
-        answer = httpx.post(fs.api_url + ROUTES[probe.source], content=probe.body,
-                            headers=headers_for(probe, fs.env), timeout=30)
-        took = time.monotonic() - started
-        assert answer.status_code == 503, answer.text
+    took = 0.0
+
+    def fault() -> None:
+        nonlocal took
+        s3 = fs.procs["s3"]
+        s3.send_signal(signal.SIGSTOP)  # a partition: connections open, nothing answers
+        try:
+            took = probe_refused(fs, plan.samples[-1], hold=1.0)
+        finally:
+            s3.send_signal(signal.SIGCONT)
         assert took < 2 + 1.5, f"the 503 took {took:.1f} s with a 2 s archive timeout"
-        time.sleep(1.0)
-        assert _last_generated(fs) == seen_before, "something was appended while S3 hung"
-    finally:
-        s3.send_signal(signal.SIGCONT)
-    result = fs.load_result(loader, path)
-    fs.wait_drained()
+
+    result = under_load(fs, plan, tmp_path, fault)
     row = fs.verify("S3 server hung (SIGSTOP) for about 3.5 s", plan, result,
                     notes=f"probe during the hang: 503 after {took:.1f} s "
                           "(ARCHIVE_TIMEOUT_SECONDS=2), no stream entry")
