@@ -245,7 +245,8 @@ def _with_password(url: str, password: str, port: int | None = None) -> str:
 
 
 def _run_api(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`uvicorn funnel_ingest.main:app` as the Docker image runs it, at DEBUG level."""
+    """`uvicorn funnel_ingest.main:app` at DEBUG level, with uvicorn's access log (which
+    `funnel api`, the image's command, turns off): the most a deployment could log."""
     port = free_port()
     log = log_path.open("wb")
     proc = subprocess.Popen(
