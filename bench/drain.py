@@ -62,7 +62,7 @@ def main() -> None:
 
     import dagster as dg
 
-    from funnel_dagster.defs.drain import drain_job
+    from funnel_dagster.defs.drain import drain_job, drain_totals
     from funnel_dagster.defs.resources import resources
     t = time.perf_counter()
     result = drain_job.execute_in_process(
@@ -72,7 +72,7 @@ def main() -> None:
             "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         resources=resources(), instance=dg.DagsterInstance.ephemeral())
     dt = time.perf_counter() - t
-    out = result.output_for_node("drain_stream_range")["funnel:messages"]
+    out = drain_totals(result)["funnel:messages"]
     drain_rate = out["entries"] / dt
     print(f"drain job:              {drain_rate:10,.0f} msgs/s  ({out['entries']:,} entries, "
           f"{out['inserted']:,} new, {dt:.1f} s, chunks of {args.chunk:,}); "

@@ -7,11 +7,10 @@ import warnings
 
 import dagster as dg
 
-from funnel_ingest import db
-from funnel_ingest.settings import get_settings
+warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy, sensor owners
 
-from .defs import assets, checks, drain, replay, schedules
-from .defs.resources import resources
+from funnel_ingest import db  # noqa: E402
+from funnel_ingest.settings import get_settings  # noqa: E402
 
 
 def _migrate() -> None:
@@ -23,8 +22,10 @@ def _migrate() -> None:
         logging.getLogger(__name__).warning("migrations not applied: %s", exc)
 
 
-_migrate()
-warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy, sensor owners
+_migrate()  # before the definitions: the partitions' start date reads the tables
+
+from .defs import assets, checks, drain, replay, schedules  # noqa: E402
+from .defs.resources import resources  # noqa: E402
 
 defs = dg.Definitions(
     assets=[assets.raw_archive, assets.message_stream, assets.keywords,
@@ -37,4 +38,11 @@ defs = dg.Definitions(
                schedules.daily_report_schedule, schedules.run_history_cleanup_schedule,
                replay.replay_archive_schedule],
     resources=resources(),
+    # Every job runs its steps in the run worker's own process. Each job here is one or two
+    # small steps that talk to Postgres/S3 (the asset checks four quick queries): the
+    # multiprocess default would start a Python process, and load this code location again,
+    # per step, which costs more than the steps. Assets and ops hand nothing to each other
+    # in memory (they return MaterializeResult / Nothing; the data is in Postgres and S3), so
+    # no IO manager is involved and any executor would be correct.
+    executor=dg.in_process_executor,
 )

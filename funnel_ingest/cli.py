@@ -42,6 +42,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .settings import get_settings
     applied = db.migrate(get_settings().database_url)
     _err(f"migrations applied: {applied or 'none pending'}")
+    from .local_dagster import dagster_env
+    denv = dagster_env(env, stack.state_dir())  # the home and storage the local Dagster uses
+    _err(f"Dagster instance: DAGSTER_HOME={denv['DAGSTER_HOME']} (storage: Postgres database "
+         f"{denv['DAGSTER_PG_DB']})")
     _err('stack is up; use it from a shell with: eval "$(funnel status --env)"')
     return 0
 
@@ -55,7 +59,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from . import stack
     if args.env:
+        from .local_dagster import dagster_vars
         env = stack.stack_env()
+        env.update(dagster_vars(env["DATABASE_URL"], stack.state_dir()))
         for key, value in env.items():
             print(f"{key}={shlex.quote(value)}")
         print("export " + " ".join(env))  # so `eval` hands them to child processes too
@@ -104,7 +110,7 @@ def _drain_until_empty(settings, r, instance, batch_size: int,
                        totals: dict[str, list[int]]) -> None:
     """Run the Dagster drain job in-process over each stream's current range until every
     stream is empty."""
-    from funnel_dagster.defs.drain import drain_job
+    from funnel_dagster.defs.drain import drain_job, drain_totals
     from funnel_dagster.defs.resources import resources
 
     from .engine.drain import newest_id
@@ -126,7 +132,7 @@ def _drain_until_empty(settings, r, instance, batch_size: int,
         for event in result.all_events:  # a store failed and the op's retry policy took over
             if event.is_step_up_for_retry:
                 _err(f"funnel drain: step retried: {event.message}")
-        for stream, out in result.output_for_node("drain_stream_range").items():
+        for stream, out in drain_totals(result).items():
             t = totals.setdefault(stream, [0, 0])
             t[0] += out["entries"]
             t[1] += out["inserted"]
@@ -232,36 +238,83 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
-    """Re-read days from the raw archive and re-classify them with the current keywords."""
-    from datetime import date, timedelta
+def _day(text: str):
+    """A business date argument (YYYY-MM-DD)."""
+    from datetime import date
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-10-31 ({exc})"
+                                         ) from None
 
+
+def dagster_instance():
+    """The Dagster instance the UI shows: DAGSTER_HOME's when set, else the local stack's (the
+    one `funnel demo` runs and `funnel status --env` exports); an ephemeral one, with a note,
+    when neither exists."""
     import dagster as dg
 
-    from funnel_dagster.defs.assets import classified_messages
-    from funnel_dagster.defs.resources import resources
+    from . import stack
+    from .local_dagster import dagster_home, dagster_vars
 
-    from . import db
-    from .settings import get_settings
+    if not os.environ.get("DAGSTER_HOME"):
+        home = dagster_home(stack.state_dir())
+        if not (home / "dagster.yaml").exists():
+            _err("funnel: no Dagster instance (DAGSTER_HOME unset, no local stack): this run "
+                 "will not show in the Dagster UI")
+            return dg.DagsterInstance.ephemeral()
+        from .settings import get_settings
+        os.environ.update(dagster_vars(get_settings().database_url, stack.state_dir()))
+    return dg.DagsterInstance.get()
 
-    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Re-read days from the raw archive and re-classify them with the current keywords: one
+    run of the code location's asset job over the whole range, recorded in the Dagster
+    instance, so it shows in the UI beside the backfills launched there."""
+    import dagster as dg
+    from dagster._core.storage.tags import (ASSET_PARTITION_RANGE_END_TAG,
+                                            ASSET_PARTITION_RANGE_START_TAG)
+
+    start, end = args.start, args.end
     if end < start:
-        _err("funnel backfill: --to is before --from")
+        _err(f"funnel backfill: --to {end} is before --from {start}")
         return 2
-    db.migrate(get_settings().database_url)
-    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
-                else dg.DagsterInstance.ephemeral())
-    day = start
-    while day <= end:
-        result = dg.materialize(
-            [classified_messages], partition_key=day.isoformat(), resources=resources(),
-            instance=instance, tags={"funnel/trigger": "cli-backfill"},
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        meta = result.get_asset_materialization_events()[0].materialization.metadata
-        print(f"{day}: {meta['dagster/row_count'].value} messages re-classified, "
-              f"{meta['restored_from_archive'].value} restored from the archive, "
-              f"{meta['customers_updated'].value} customers updated")
-        day += timedelta(days=1)
+    from funnel_dagster.defs.partitions import daily
+    first, last = daily.get_first_partition_key(), daily.get_last_partition_key()
+    if start.isoformat() < first or end.isoformat() > last:
+        _err(f"funnel backfill: {start} .. {end} is outside the partitions {first} .. {last} "
+             "(the first is FUNNEL_START_DATE, else the first day with data; the last is "
+             "today in FUNNEL_TIMEZONE)")
+        return 2
+    from funnel_dagster.definitions import defs
+    from funnel_dagster.launcher import worker_tags
+
+    instance = dagster_instance()
+    job = defs.resolve_implicit_global_asset_job_def()
+    days = (end - start).days + 1
+    _err(f"backfilling {start} .. {end} ({days} days) as one run in {instance.root_directory}")
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("classified_messages")],
+        tags={ASSET_PARTITION_RANGE_START_TAG: start.isoformat(),
+              ASSET_PARTITION_RANGE_END_TAG: end.isoformat(),
+              "funnel/trigger": "cli-backfill", **worker_tags()},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False)
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip() if failure else "failed"
+        _err(f"funnel backfill: run {result.run_id} failed: {reason.splitlines()[-1]}")
+        return 1
+    for event in result.get_asset_materialization_events():
+        m = event.materialization
+        if m.asset_key.path != ["classified_messages"]:
+            continue
+        meta = {k: v.value for k, v in m.metadata.items()}
+        print(f"{m.partition}: {meta['dagster/row_count']} messages re-classified, "
+              f"{meta['restored_from_archive']} restored from the archive, "
+              f"{meta['customers_updated']} customers updated")
+    print(f"run {result.run_id} succeeded")
     return 0
 
 
@@ -421,9 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import keyword_cli, report_cli
     keyword_cli.add_parsers(sub)
     report_cli.add_parsers(sub)
-    bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them")
-    bf.add_argument("--from", dest="start", required=True, help="first business date, YYYY-MM-DD")
-    bf.add_argument("--to", dest="end", required=True, help="last business date, YYYY-MM-DD")
+    bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them "
+                        "(one Dagster run, shown in the UI)")
+    bf.add_argument("--from", dest="start", required=True, type=_day,
+                    help="first business date, YYYY-MM-DD")
+    bf.add_argument("--to", dest="end", required=True, type=_day,
+                    help="last business date, YYYY-MM-DD")
     bf.set_defaults(func=cmd_backfill)
     demo = sub.add_parser("demo", help="run the pipeline end to end on local defaults")
     demo.add_argument("--customers", type=int, default=150, help="simulated customers")

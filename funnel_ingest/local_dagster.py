@@ -68,6 +68,75 @@ query LocalDagsterStatus {
 """
 
 
+_LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+_LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+_BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { id status numPartitions error { message } }
+    ... on PythonError { message }
+  }
+}
+"""
+_RUN_FIELDS = "runId status jobName tags { key value }"
+_RUN = f"""
+query Run($id: ID!) {{
+  runOrError(runId: $id) {{ __typename ... on Run {{ {_RUN_FIELDS} }} }}
+}}
+"""
+_RUNS = f"""
+query Runs($filter: RunsFilter) {{
+  runsOrError(filter: $filter) {{ __typename ... on Runs {{ results {{ {_RUN_FIELDS} }} }} }}
+}}
+"""
+_SCHEDULE_DRY_RUN = """
+mutation DryRun($selector: ScheduleSelector!, $timestamp: Float) {
+  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult {
+        runRequests { runKey runConfigYaml tags { key value } }
+        skipReason
+        error { message }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+_SCHEDULE = """
+query Schedule($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) { ... on Schedule { pipelineName } }
+}
+"""
+_SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!, $limit: Int) {
+  sensorOrError(sensorSelector: $selector) {
+    ... on Sensor { sensorState { ticks(limit: $limit) { status skipReason runIds } } }
+  }
+}
+"""
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.5,
              message: str = "condition") -> T:
     """Call `predicate` until it returns a truthy value (returned) or `timeout` seconds pass
@@ -94,37 +163,55 @@ def default_dagster_db(database_url: str) -> str:
     return f"{funnel_db}_dagster"
 
 
-def dagster_env(env: dict[str, str], state_dir: Path, *, pg_db: str | None = None,
-                create_db: bool = True) -> dict[str, str]:
-    """`env` plus what a local Dagster needs: `DAGSTER_HOME=<state_dir>/dagster` (created, with
-    the repo's dagster.yaml copied in) and `DAGSTER_PG_HOST/PORT/USERNAME/PASSWORD/DB` derived
-    from `env["DATABASE_URL"]`. The database is `pg_db`, default `<funnel db>_dagster`; it is
-    created when missing (unless `create_db=False`). The derived names override any in `env`."""
-    from . import db
+DAGSTER_VARS = ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME",
+                "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 
-    database_url = env["DATABASE_URL"]
+
+def dagster_home(state_dir: Path) -> Path:
+    """The local Dagster instance's home under a stack state dir."""
+    return Path(state_dir) / "dagster"
+
+
+def dagster_vars(database_url: str, state_dir: Path, *, pg_db: str | None = None
+                 ) -> dict[str, str]:
+    """`DAGSTER_HOME=<state_dir>/dagster` and `DAGSTER_PG_HOST/PORT/USERNAME/PASSWORD/DB` derived
+    from the funnel's `database_url` (what the repo's dagster.yaml reads). The database is
+    `pg_db`, default `<funnel db>_dagster`. Nothing is created."""
     info = psycopg.conninfo.conninfo_to_dict(database_url)
-    name = pg_db or default_dagster_db(database_url)
-    home = Path(state_dir) / "dagster"
+    host = str(info.get("host") or "127.0.0.1")
+    if host.startswith("/"):  # a Unix socket dir: dagster-postgres builds a TCP URL
+        host = "127.0.0.1"
+    return {
+        "DAGSTER_HOME": str(dagster_home(state_dir)),
+        "DAGSTER_PG_HOST": host,
+        "DAGSTER_PG_PORT": str(info.get("port") or 5432),
+        "DAGSTER_PG_USERNAME": str(info.get("user") or os.environ.get("PGUSER") or "postgres"),
+        "DAGSTER_PG_PASSWORD": str(info.get("password") or ""),
+        "DAGSTER_PG_DB": pg_db or default_dagster_db(database_url),
+    }
+
+
+def prepare_home(home: Path) -> None:
+    """Create the Dagster home with the repo's dagster.yaml in it (refreshed each time)."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
     # The UI's "join the community" dialog on localhost, marked as seen (it would cover the page)
     (home / ".nux").mkdir(exist_ok=True)
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
-    host = str(info.get("host") or "127.0.0.1")
-    if host.startswith("/"):  # a Unix socket dir: dagster-postgres builds a TCP URL
-        host = "127.0.0.1"
-    out = {
-        **env,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": host,
-        "DAGSTER_PG_PORT": str(info.get("port") or 5432),
-        "DAGSTER_PG_USERNAME": str(info.get("user") or os.environ.get("PGUSER") or "postgres"),
-        "DAGSTER_PG_PASSWORD": str(info.get("password") or ""),
-        "DAGSTER_PG_DB": name,
-    }
+
+
+def dagster_env(env: dict[str, str], state_dir: Path, *, pg_db: str | None = None,
+                create_db: bool = True) -> dict[str, str]:
+    """`env` plus what a local Dagster needs (`dagster_vars`), with the home prepared and the
+    storage database created when missing (unless `create_db=False`). The derived names
+    override any in `env`."""
+    from . import db
+
+    out = {**env, **dagster_vars(env["DATABASE_URL"], state_dir, pg_db=pg_db)}
+    prepare_home(Path(out["DAGSTER_HOME"]))
     if create_db:
-        db.ensure_database(psycopg.conninfo.make_conninfo(database_url, dbname=name))
+        db.ensure_database(psycopg.conninfo.make_conninfo(env["DATABASE_URL"],
+                                                          dbname=out["DAGSTER_PG_DB"]))
     return out
 
 
@@ -228,6 +315,10 @@ class LocalDagster:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
+    def _spawn_daemon(self) -> subprocess.Popen[bytes]:
+        return self._spawn([*_command("dagster-daemon", "dagster._daemon"), "run", "-w",
+                            str(self.workspace)], self.daemon_log)
+
     def start(self) -> Self:
         """Start both processes and wait until they are ready (stopping them on failure)."""
         ws = str(self.workspace)
@@ -236,14 +327,32 @@ class LocalDagster:
             self.webserver = self._spawn(
                 [*_command("dagster-webserver", "dagster_webserver"),
                  "-h", self.host, "-p", str(self.port), "-w", ws], self.webserver_log)
-            self.daemon = self._spawn(
-                [*_command("dagster-daemon", "dagster._daemon"), "run", "-w", ws],
-                self.daemon_log)
+            self.daemon = self._spawn_daemon()
             self.wait_ready(self.start_timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def restart_daemon(self, sig: int = signal.SIGKILL, *, whole_group: bool = False) -> None:
+        """Kill the daemon with `sig` (SIGKILL: no clean shutdown, as a crash or an OOM kill)
+        and start a new one; returns once it is healthy. With `whole_group`, everything the
+        daemon started (its code server and their run workers) is killed with it, as when its
+        container or machine dies; otherwise those are left running, as after a crash of the
+        daemon alone, and stopped by `stop()`."""
+        self._remember_descendants()
+        if self.daemon is not None and self.daemon.poll() is None:
+            if whole_group:
+                try:
+                    os.killpg(self.daemon.pid, sig)  # pgid == pid (start_new_session)
+                except ProcessLookupError:
+                    pass
+            else:
+                _signal(self.daemon.pid, sig)
+            self.daemon.wait(30)
+        self.daemon = self._spawn_daemon()
+        self.started_at = time.time()
+        self.wait_ready(self.start_timeout)
 
     def _check_running(self) -> None:
         for name, proc, log in (("dagster-webserver", self.webserver, self.webserver_log),
@@ -329,6 +438,91 @@ class LocalDagster:
             return f"{self.base_url}/asset-groups"
         expanded = ",".join(f"global@global:{g}" for g in names)
         return f"{self.base_url}/asset-groups?expanded={quote(expanded, safe='')}"
+
+    # ------------------------------------------------------------------ launching, as the UI does
+
+    LOCATION = "funnel_dagster"
+    REPOSITORY = "__repository__"  # the name Dagster gives a code location's Definitions
+
+    def _selector(self, **extra: Any) -> dict[str, Any]:
+        return {"repositoryLocationName": self.LOCATION, "repositoryName": self.REPOSITORY,
+                **extra}
+
+    def launch_run(self, job: str, *, assets: list[str] | None = None,
+                   checks: list[tuple[str, str]] | None = None,
+                   run_config: dict[str, Any] | str | None = None,
+                   tags: dict[str, str] | None = None) -> str:
+        """Launch a run of `job` (e.g. `__ASSET_JOB` with `assets`, as the UI's Materialize
+        button does) through the webserver; its run id. The daemon's queue starts it."""
+        selector = self._selector(jobName=job)
+        if assets is not None:
+            selector["assetSelection"] = [{"path": a.split("/")} for a in assets]
+        if checks is not None:
+            selector["assetCheckSelection"] = [{"assetKey": {"path": a.split("/")}, "name": n}
+                                               for a, n in checks]
+        params: dict[str, Any] = {
+            "selector": selector, "runConfigData": run_config or {},
+            "executionMetadata": {"tags": [{"key": k, "value": v}
+                                           for k, v in (tags or {}).items()]}}
+        data = self.graphql(_LAUNCH_RUN, {"params": params})["launchRun"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"launchRun {job}: {data}")
+        return data["run"]["runId"]
+
+    def launch_backfill(self, assets: list[str], partitions: list[str],
+                        tags: dict[str, str] | None = None) -> str:
+        """Launch an asset backfill of `partitions` of `assets` (the UI's "Materialize
+        selected" on a partition range); its backfill id."""
+        params = {"assetSelection": [{"path": a.split("/")} for a in assets],
+                  "partitionNames": partitions, "fromFailure": False,
+                  "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}
+        data = self.graphql(_LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        if data["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"launchPartitionBackfill: {data}")
+        return data["backfillId"]
+
+    def backfill(self, backfill_id: str) -> dict[str, Any]:
+        return self.graphql(_BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """`runId`, `status`, `jobName` and `tags` ({key: value}) of a run."""
+        data = self.graphql(_RUN, {"id": run_id})["runOrError"]
+        if data["__typename"] != "Run":
+            raise RuntimeError(f"run {run_id}: {data}")
+        return {**data, "tags": {t["key"]: t["value"] for t in data["tags"]}}
+
+    def runs(self, **tags: str) -> list[dict[str, Any]]:
+        """The runs carrying every tag given, newest first (`runs(**{"dagster/backfill":
+        id})`)."""
+        flt = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        data = self.graphql(_RUNS, {"filter": flt})["runsOrError"]
+        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}}
+                for r in data.get("results", [])]
+
+    def wait_run(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        """Wait until the run has finished; the run (any final status)."""
+        final = {"SUCCESS", "FAILURE", "CANCELED"}
+        return wait_for(lambda: (run := self.run(run_id))["status"] in final and run, timeout,
+                        0.5, f"run {run_id} finished")
+
+    def schedule_dry_run(self, schedule: str, timestamp: float | None = None) -> dict[str, Any]:
+        """Evaluate a schedule (the UI's "Test schedule"): its run requests, skip reason or
+        error."""
+        data = self.graphql(_SCHEDULE_DRY_RUN, {
+            "selector": self._selector(scheduleName=schedule),
+            "timestamp": timestamp or time.time()}, timeout=60)["scheduleDryRun"]
+        if data["__typename"] != "DryRunInstigationTick":
+            raise RuntimeError(f"scheduleDryRun {schedule}: {data}")
+        return data["evaluationResult"]
+
+    def schedule_job(self, schedule: str) -> str:
+        data = self.graphql(_SCHEDULE, {"selector": self._selector(scheduleName=schedule)})
+        return data["scheduleOrError"]["pipelineName"]
+
+    def sensor_ticks(self, sensor: str, limit: int = 20) -> list[dict[str, Any]]:
+        data = self.graphql(_SENSOR_TICKS, {"selector": self._selector(sensorName=sensor),
+                                            "limit": limit})["sensorOrError"]
+        return data["sensorState"]["ticks"]
 
     def _remember_descendants(self) -> None:
         for proc in (self.webserver, self.daemon):

@@ -50,6 +50,18 @@ def client_for(endpoint: str, access_key: str, secret_key: str, region: str = "u
         config=_config(timeout=timeout, attempts=attempts))
 
 
+def presigned_get(settings: Settings, bucket: str, key: str, expires_in: int | None = None) -> str:
+    """A link a person can open in a browser for `expires_in` seconds (default
+    REPORT_LINK_TTL_SECONDS). Signed for S3_PUBLIC_URL when set: a presigned URL is bound to the
+    host it was signed for, and the endpoint the services use (e.g. http://minio:9000 under
+    Compose) is not one a browser reaches. No request is made."""
+    endpoint = settings.s3_public_url or settings.s3_endpoint_url
+    signer = boto3.client("s3", config=_config(), **{**_kwargs(settings), "endpoint_url": endpoint})
+    return signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key},
+        ExpiresIn=expires_in or settings.report_link_ttl_seconds)
+
+
 def async_client(settings: Settings, max_pool: int = 64) -> AbstractAsyncContextManager[Any]:
     """An aiobotocore S3 client (use as `async with async_client(s) as s3:`)."""
     return get_session().create_client("s3", config=_config(max_pool), **_kwargs(settings))

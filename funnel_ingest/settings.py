@@ -5,6 +5,7 @@ The names are the operator-facing contract (README, `.env.example`, `funnel stat
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -33,6 +34,9 @@ ENV_NAMES: tuple[str, ...] = (
     "GOOGLE_SERVICE_ACCOUNT_FILE",
     "GSHEET_WORKSHEET",
     "LEAD_WINDOW_DAYS",
+    "FUNNEL_START_DATE",
+    "S3_PUBLIC_URL",
+    "REPORT_LINK_TTL_SECONDS",
 )
 
 
@@ -81,6 +85,17 @@ class Settings(BaseSettings):
     archive_writers: int = Field(default=2, ge=1, le=64, description="concurrent PUTs per source")
     log_level: str = "INFO"
 
+    # Dagster
+    funnel_start_date: str = Field(
+        default="", description="first daily partition (YYYY-MM-DD); empty = the first day "
+                                "with data in Postgres or the raw archive")
+    s3_public_url: str = Field(
+        default="", description="S3 endpoint as a person's browser reaches it, for the report "
+                                "links in Dagster; empty = S3_ENDPOINT_URL")
+    report_link_ttl_seconds: int = Field(
+        default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
+        description="lifetime of a report's presigned link (S3 allows at most 7 days)")
+
     @field_validator("funnel_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -89,6 +104,22 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Jakarta)") from None
         return value
+
+    @field_validator("funnel_start_date")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a date like 2025-01-31") from None
+        return value
+
+    @property
+    def start_date(self) -> date | None:
+        """FUNNEL_START_DATE as a date (None: derive it from the data)."""
+        return date.fromisoformat(self.funnel_start_date) if self.funnel_start_date else None
 
     @property
     def tz(self) -> ZoneInfo:

@@ -23,6 +23,11 @@ from funnel_ingest.settings import Settings, get_settings
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
+# The simulated histories of the tests start in 2025; without this the partitions would start
+# at the first day with data in whatever database the code location sees when it is imported.
+# (tests/deployment runs the code location without it, as deployments do.)
+os.environ["FUNNEL_START_DATE"] = "2025-01-01"
+
 # Tests use their own database, Redis db and buckets on the stack's servers.
 TEST_DB = os.environ.get("FUNNEL_TEST_DB", "funnel_test")
 TEST_REDIS_DB = int(os.environ.get("FUNNEL_TEST_REDIS_DB", "15"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from funnel_ingest.local_dagster import DAGSTER_VARS
 from funnel_ingest.settings import ENV_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,17 @@ def test_status_env_evaluates_into_exported_settings(stack_env):
 def test_status_env_prints_every_setting_once(stack_env):
     out = run("status", "--env")
     names = [line.split("=", 1)[0] for line in out.stdout.splitlines() if "=" in line]
-    assert names == list(ENV_NAMES)
+    assert names == [*ENV_NAMES, *DAGSTER_VARS]
+
+
+def test_status_env_exports_the_local_dagster_instance(stack_env):
+    assert run("up").returncode == 0  # idempotent; prepares the instance
+    out = run("status", "--env")
+    env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    from funnel_ingest import stack
+    assert env["DAGSTER_HOME"] == str(stack.state_dir() / "dagster")
+    assert (stack.state_dir() / "dagster" / "dagster.yaml").exists()  # prepared by `funnel up`
+    assert env["DAGSTER_PG_DB"].endswith("_dagster")
 
 
 def test_status_reports_the_running_stack(stack_env):

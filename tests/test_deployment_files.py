@@ -422,7 +422,8 @@ def test_dagster_yaml_loads_a_postgres_instance(throwaway_pg_db, tmp_path: Path,
         assert queue.max_concurrent_runs >= 1
         assert {"key": "funnel/shard", "value": {"applyLimitPerUniqueValue": True},
                 "limit": 1} in queue.tag_concurrency_limits
-        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert type(instance.run_launcher).__name__ == "MonitoredRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
         assert instance.run_monitoring_enabled
         assert not instance.telemetry_enabled
         for kind in (InstigatorType.SCHEDULE, InstigatorType.SENSOR):

@@ -9,15 +9,20 @@ external assets whose activity the drain sensor reports as observations.
 """
 
 
+import csv
 import io
+import time
 from datetime import date
 
 import dagster as dg
 
 from funnel_ingest.engine import keyword_store, store
+from funnel_ingest.engine.backfill import backfill
 from funnel_ingest.engine.classify import Classifier
-from funnel_ingest.engine.replay import archived_day
+from funnel_ingest.engine.model import STAGES
+from funnel_ingest.engine.store import lock_writers
 from funnel_ingest.report import count_leads, csv_chunks
+from funnel_ingest.s3 import presigned_get
 
 from .partitions import daily
 from .resources import (GoogleSheetsResource, PostgresResource, RedisResource, S3Resource,
@@ -61,38 +66,85 @@ def _classifier(conn, redis: RedisResource, settings) -> Classifier:
     return Classifier(list(kset.keywords), kset.version, settings.tz)
 
 
+def day_metadata(counts: dict[str, int]) -> dict:
+    """A classified_messages partition's metadata: its row count and per-stage counts."""
+    return {"dagster/row_count": counts.get("messages", 0),
+            **{f"stage_{stage}": counts.get(stage, 0) for stage in STAGES}}
+
+
 @dg.asset(
     deps=["raw_archive", "message_stream", "keywords"], partitions_def=daily,
     group_name="funnel", owners=OWNERS, kinds={"postgres"},
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    # A backfill of any range is one run: the archive is listed and read once for the whole
+    # range (a day's objects also serve its neighbours), not once per day in 30 processes.
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresResource,
                         redis: RedisResource, s3: S3Resource) -> dg.MaterializeResult:
     """One row per message (deduplicated on source, message id and room) with the stages, the
     keywords hit, the payment amount and the keyword version. The drain sensor fills it in near
-    real time; materializing a day (a backfill) re-reads that day's raw archive from S3, stores
-    what is missing (e.g. after a Redis loss) and re-classifies the whole day with the current
-    keywords; the funnel of every customer concerned follows."""
+    real time. Materializing days (a backfill: any range is one run) re-reads their raw archive
+    from S3, stores what is missing (e.g. after a Redis loss) and re-classifies every message of
+    those days with the current keywords; the funnel of every customer concerned follows in the
+    same run."""
     settings = funnel_settings(postgres, redis, s3)
-    day = date.fromisoformat(context.partition_key)
-    messages, objects = archived_day(s3.client(), s3.raw_bucket, day, settings.tz)
-    with postgres.connect() as conn, conn.transaction():
+    keys = context.partition_keys
+    start, end = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
+    with postgres.connect(autocommit=True) as conn:
         classifier = _classifier(conn, redis, settings)
-        restored = store.process_messages(conn, messages, classifier,
-                                          lead_window_days=settings.lead_window_days)
-        redone = store.reclassify(conn, classifier, day, day,
-                                  lead_window_days=settings.lead_window_days)
-        counts = dict(conn.execute(
-            "SELECT unnest(stages) AS stage, count(*) FROM classified_messages "
-            "WHERE message_date = %s GROUP BY 1", (day,)).fetchall())
+        context.log.info(f"backfilling {start} .. {end} ({len(keys)} days) with keyword "
+                         f"version {classifier.version}")
+        result = backfill(conn, s3.client(), s3.raw_bucket, classifier, start, end,
+                          lead_window_days=settings.lead_window_days, log=context.log.info)
+        funnel_meta = funnel_metadata(conn)
+    for day in result.days:
+        context.add_asset_metadata({**day_metadata({"messages": day.messages, **day.stages}),
+                                    "restored_from_archive": day.restored,
+                                    "customers_updated": day.customers},
+                                   partition_key=day.day.isoformat())
+    # the funnel of the customers concerned was recomputed by this run
+    context.log_event(dg.AssetMaterialization("funnel", metadata={
+        "source": "backfill", "range": f"{start} .. {end}",
+        "customers_updated": sum(d.customers for d in result.days), **funnel_meta}))
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": redone.received, "archive_objects_read": objects,
-        "archived_messages": len(messages), "restored_from_archive": restored.inserted,
-        "customers_updated": redone.customers, "keyword_version": classifier.version,
-        **{f"stage_{k}": v for k, v in counts.items()}})
+        "keyword_version": classifier.version, "range": f"{start} .. {end}",
+        "archive_objects_read": result.objects, "archived_messages": result.archived,
+        "backfill_seconds": round(result.seconds, 2)})
 
 
-@dg.asset(deps=["classified_messages"], group_name="funnel", owners=OWNERS, kinds={"postgres"})
+FUNNEL_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("lead_id", "text", "Stable id of the lead cycle (customer + opening message)",
+                   constraints=dg.TableColumnConstraints(nullable=False, unique=True)),
+    dg.TableColumn("leads_date", "date", "Business date the lead opened (FUNNEL_TIMEZONE)",
+                   constraints=dg.TableColumnConstraints(nullable=False)),
+    dg.TableColumn("channel", "text", "Marketing channel: the opening keyword's, else the "
+                   "payload's hint (ads, campaign_blast, website, ...), else direct",
+                   constraints=dg.TableColumnConstraints(nullable=False)),
+    dg.TableColumn("phone", "text", "Customer phone, E.164 (empty when the provider withholds "
+                   "it)"),
+    dg.TableColumn("booking_date", "date", "Business date of the cycle's first booking message"),
+    dg.TableColumn("transaction_date", "date", "Business date of the cycle's first payment"),
+    dg.TableColumn("transaction_value", "numeric", "Rupiah of that first payment (integer)"),
+    dg.TableColumn("customer_key", "text", "E.164 phone, else the provider's user id",
+                   constraints=dg.TableColumnConstraints(nullable=False)),
+    dg.TableColumn("cycle", "integer", "1 for the customer's first lead, then 2, 3, ..."),
+    dg.TableColumn("lead_at", "timestamptz", "Exact time (UTC) the lead opened"),
+    dg.TableColumn("booking_at", "timestamptz", "Exact time (UTC) of the booking message"),
+    dg.TableColumn("transaction_at", "timestamptz", "Exact time (UTC) of the first payment"),
+    dg.TableColumn("transaction_total", "numeric", "Rupiah of every payment of the cycle"),
+    dg.TableColumn("transactions", "integer", "Number of payments in the cycle"),
+    dg.TableColumn("requested_date", "date", "A date the customer asked for, when stated"),
+    dg.TableColumn("campaign_id", "text", "Campaign id sent by the CRM"),
+    dg.TableColumn("ad_id", "text", "Click-to-WhatsApp ad id (referral source_id)"),
+    dg.TableColumn("opening_keyword", "text", "The opening keyword the first message matched"),
+    dg.TableColumn("opening_source", "text", "Source (provider) of the opening message"),
+    dg.TableColumn("opening_message_id", "text", "Provider id of the opening message"),
+    dg.TableColumn("updated_at", "timestamptz", "When the row last changed"),
+])
+
+
+@dg.asset(deps=["classified_messages"], group_name="funnel", owners=OWNERS, kinds={"postgres"},
+          metadata={"dagster/column_schema": FUNNEL_SCHEMA, "dagster/table_name": "funnel"})
 def funnel(context: dg.AssetExecutionContext, postgres: PostgresResource,
            redis: RedisResource, s3: S3Resource) -> dg.MaterializeResult:
     """One row per lead cycle: leads date, channel, phone, booking date, transaction date,
@@ -101,20 +153,29 @@ def funnel(context: dg.AssetExecutionContext, postgres: PostgresResource,
     it rebuilds it from all classified messages (the result is the same by construction)."""
     settings = funnel_settings(postgres, redis, s3)
     with postgres.connect() as conn, conn.transaction():
+        lock_writers(conn, exclusive=True)
         leads = store.rebuild(conn, settings.tz, settings.lead_window_days)
         metadata = funnel_metadata(conn)
-    metadata["dagster/row_count"] = leads
+    context.log.info(f"rebuilt the funnel: {leads} leads")
     return dg.MaterializeResult(metadata=metadata)
 
 
 def funnel_metadata(conn) -> dict:
+    """The funnel's row count, per-channel counts and a per-channel table."""
     rows = conn.execute(
         "SELECT channel, count(*), count(booking_at), count(transaction_at), "
         "coalesce(sum(transaction_value), 0) FROM funnel GROUP BY 1 ORDER BY 1").fetchall()
     table = "| channel | leads | bookings | transactions | value |\n|---|---|---|---|---|\n" + \
-        "\n".join(f"| {c} | {n} | {b} | {t} | {int(v):,} |" for c, n, b, t, v in rows)
-    return {"by_channel": dg.MetadataValue.md(table),
+        "\n".join(f"| {md_cell(c)} | {n} | {b} | {t} | {int(v):,} |" for c, n, b, t, v in rows)
+    return {"dagster/row_count": sum(n for _, n, *_ in rows),
+            "by_channel": dg.MetadataValue.md(table),
             **{f"leads_{c}": n for c, n, *_ in rows}}
+
+
+def md_cell(value: object) -> str:
+    """A value as one Markdown table cell (pipes and line breaks would split the table)."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace(
+        "\n", " ")
 
 
 @dg.asset(deps=["funnel"], partitions_def=daily, group_name="reporting", owners=OWNERS,
@@ -123,30 +184,37 @@ def funnel_metadata(conn) -> dict:
               "rows_match_funnel", asset="funnel_report_csv",
               description="The CSV holds exactly the funnel's leads of its day.")])
 def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResource,
-                      s3: S3Resource) -> dg.MaterializeResult:
+                      redis: RedisResource, s3: S3Resource) -> dg.MaterializeResult:
     """The day's leads as CSV in REPORTS_BUCKET (reports/funnel/date=<day>/funnel_<day>.csv):
     leads_date, channel, phone, booking_date, transaction_date, transaction_value, then the
-    extra columns. Written every morning at 07:00 (FUNNEL_TIMEZONE) for the previous day."""
+    extra columns. Written every morning at 07:00 (FUNNEL_TIMEZONE) for the previous day; the
+    metadata links to it with a presigned URL (REPORT_LINK_TTL_SECONDS, signed for
+    S3_PUBLIC_URL)."""
+    settings = funnel_settings(postgres, redis, s3)
     day = date.fromisoformat(context.partition_key)
     key = f"reports/funnel/date={day.isoformat()}/funnel_{day.isoformat()}.csv"
     buf = io.BytesIO()
     with postgres.connect() as conn:
         for chunk in csv_chunks(conn, day, day):
             buf.write(chunk)
-        rows = count_leads(conn, day, day)
+        leads = count_leads(conn, day, day)
     data = buf.getvalue()
-    written = max(0, data.count(b"\n") - 1)  # minus the header; values never hold newlines
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    written = max(0, len(rows) - 1)  # data rows, whatever the values hold
     s3.client().put_object(Bucket=s3.reports_bucket, Key=key, Body=data,
                            ContentType="text/csv")
-    preview = data.decode().splitlines()[:11]
-    md = "\n".join(["| " + " | ".join(line.split(",")[:6]) + " |" for line in preview[:1]]
-                   + ["|" + "---|" * 6]
-                   + ["| " + " | ".join(line.split(",")[:6]) + " |" for line in preview[1:]])
-    url = f"{s3.endpoint_url.rstrip('/')}/{s3.reports_bucket}/{key}"
+    shown = rows[:11]
+    md = "\n".join(["| " + " | ".join(md_cell(v) for v in shown[0][:6]) + " |", "|" + "---|" * 6]
+                   + ["| " + " | ".join(md_cell(v) for v in row[:6]) + " |" for row in shown[1:]]
+                   ) if shown else ""
+    url = presigned_get(settings, s3.reports_bucket, key)
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(f"s3://{s3.reports_bucket}/{key}"),
-                  "url": dg.MetadataValue.url(url), "dagster/row_count": written,
-                  "bytes": len(data), "preview": dg.MetadataValue.md(md)},
+                  "url": dg.MetadataValue.url(url),
+                  "url_expires_at": dg.MetadataValue.timestamp(
+                      time.time() + settings.report_link_ttl_seconds),
+                  "dagster/row_count": written, "bytes": len(data),
+                  "preview": dg.MetadataValue.md(md)},
         check_results=[dg.AssetCheckResult(
-            check_name="rows_match_funnel", passed=written == rows,
-            metadata={"csv_rows": written, "funnel_leads": rows})])
+            check_name="rows_match_funnel", passed=written == leads,
+            metadata={"csv_rows": written, "funnel_leads": leads})])

@@ -12,16 +12,16 @@ the stream; runs of one shard are serialized by the `funnel/shard` tag concurren
 
 import json
 import time
-from datetime import date
 
 import dagster as dg
 
 from funnel_ingest.engine.drain import (DrainReport, drain_range, newest_id, oldest_age_seconds,
                                          oldest_id, stream_id_key)
+from funnel_ingest.engine.store import day_counts
 from funnel_ingest.settings import get_settings
 
-from .assets import _classifier, funnel_metadata
-from .partitions import daily
+from .assets import _classifier, day_metadata, funnel_metadata
+from .partitions import partition_key
 from .resources import PostgresResource, RedisResource, S3Resource, funnel_settings
 
 CHUNK = 50_000
@@ -46,17 +46,15 @@ class DrainConfig(dg.Config):
     chunk_size: int = CHUNK
 
 
-def _partition_key(day: date) -> str | None:
-    key = day.isoformat()
-    return key if daily.start.date() <= day else None  # type: ignore[union-attr]
-
-
-@dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL,
+@dg.op(out=dg.Out(dg.Nothing),
+       retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL,
                                    jitter=dg.Jitter.PLUS_MINUS))
 def drain_stream_range(context: dg.OpExecutionContext, config: DrainConfig,
                        postgres: PostgresResource, redis: RedisResource,
-                       s3: S3Resource) -> dict:
-    """Process the given stream ranges into classified_messages and the funnel."""
+                       s3: S3Resource) -> dg.Output:
+    """Process the given stream ranges into classified_messages and the funnel. Everything it
+    produces is in Postgres: the op's output is Nothing (no IO manager), with the per-stream
+    counts as output metadata."""
     settings = funnel_settings(postgres, redis, s3)
     r = redis.client()
     reports: list[DrainReport] = []
@@ -75,23 +73,36 @@ def drain_stream_range(context: dg.OpExecutionContext, config: DrainConfig,
             reports.append(rep)
         messages = [rep for rep in reports if rep.days]
         if messages:
-            days = sorted(set().union(*(rep.days for rep in messages)))
-            for day in days:
-                key = _partition_key(day)
+            ranges = ", ".join(f"{rep.stream} ..{rep.last_id}" for rep in messages)
+            days = set().union(*(rep.days for rep in messages))
+            for day, counts in sorted(day_counts(conn, days).items()):
+                key = partition_key(day)
                 if key:
                     context.log_event(dg.AssetMaterialization(
                         "classified_messages", partition=key,
-                        metadata={"source": "drain", "stream_ranges": ", ".join(
-                            f"{rep.stream} ..{rep.last_id}" for rep in messages)}))
+                        metadata={**day_metadata(counts), "source": "drain",
+                                  "stream_ranges": ranges}))
             context.log_event(dg.AssetMaterialization("funnel", metadata={
                 "source": "drain", "messages": sum(rep.entries for rep in messages),
                 "new": sum(rep.inserted for rep in messages),
                 "customers_updated": sum(rep.customers for rep in messages),
                 **funnel_metadata(conn)}))
-    return {rep.stream: {"entries": rep.entries, "inserted": rep.inserted,
-                         "last_id": rep.last_id} for rep in reports}
+    totals = {rep.stream: {"entries": rep.entries, "inserted": rep.inserted,
+                           "last_id": rep.last_id} for rep in reports}
+    return dg.Output(None, metadata={"streams": dg.MetadataValue.json(totals)})
 
 
+def drain_totals(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Per stream, the counts an in-process drain_job run reported (its output metadata):
+    entries, inserted, last_id."""
+    for event in result.all_events:
+        if event.is_successful_output:
+            return event.step_output_data.metadata["streams"].value
+    return {}
+
+
+# In-process: the job is one step, so a multiprocess executor would only add a second Python
+# process (and a second code load) to every micro-batch run.
 @dg.job(executor_def=dg.in_process_executor,
         description="Drain exact ranges of the message streams into the funnel (the sensor's "
                     "micro-batches; `funnel drain` runs it in-process).")
@@ -137,38 +148,73 @@ def plan_runs(r, cursor: dict[str, str], busy_shards: set[str],
     return requests, cursor
 
 
+# The backlog is recorded as an observation of message_stream when it changes noticeably: when
+# it empties or fills, when it moved by a fifth since the last record, or when it changed at
+# all and the last record is five minutes old. A quiet stream records nothing; a busy one at
+# most a few hundred events a day (every 5 s would be 17,000).
+OBSERVE_CHANGE = 0.2
+OBSERVE_EVERY_SECONDS = 300.0
+
+
+def _worth_recording(backlog: int, last: dict | None, now: float) -> bool:
+    if last is None:
+        return True
+    before = int(last.get("backlog", 0))
+    if backlog == before:
+        return False
+    if (backlog == 0) != (before == 0):
+        return True
+    if abs(backlog - before) >= OBSERVE_CHANGE * max(before, 1):
+        return True
+    return now - float(last.get("at", 0)) >= OBSERVE_EVERY_SECONDS
+
+
+def _read_cursor(text: str | None) -> tuple[dict[str, str], dict | None]:
+    """(stream -> last id handed out, the last recorded backlog). Cursors written before the
+    backlog was recorded hold the stream ids alone."""
+    data = json.loads(text) if text else {}
+    if "streams" in data:
+        return dict(data["streams"]), data.get("observed")
+    return data, None
+
+
 @dg.sensor(job=drain_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def message_stream_sensor(context: dg.SensorEvaluationContext,
-                          redis: RedisResource) -> dg.SensorResult | dg.SkipReason:
+                          redis: RedisResource) -> dg.SensorResult:
     """Hands each message shard's new stream range to a drain run (one cursor per shard; no new
-    run while the shard's previous one is still waiting to start), and reports the stream's
-    backlog and newest archive objects as observations of message_stream and raw_archive."""
+    run while the shard's previous one is still waiting to start), and records the stream's
+    backlog (and the newest archive objects) as observations of message_stream and raw_archive
+    when the backlog changes noticeably."""
     settings = get_settings()
     r = redis.client()
-    cursor = json.loads(context.cursor) if context.cursor else {}
+    cursor, observed = _read_cursor(context.cursor)
     runs = context.instance.get_runs(filters=dg.RunsFilter(
         job_name="drain_job", statuses=[*_WAITING, dg.DagsterRunStatus.STARTED]), limit=200)
     busy = {run.tags[SHARD_TAG] for run in runs
             if run.tags.get(SHARD_TAG) and run.status in _WAITING}
     running = frozenset(run.tags[SHARD_TAG] for run in runs if run.tags.get(SHARD_TAG))
     requests, new_cursor = plan_runs(r, cursor, busy, running)
-    backlog = {s: r.xlen(s) for s in settings.stream_keys()}
-    observation = dg.AssetObservation("message_stream", metadata={
-        "backlog": sum(backlog.values()),
-        "oldest_entry_age_seconds": round(max(
-            (oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0), 1),
-        **{f"length {s}": n for s, n in backlog.items()}})
-    events: list = [observation]
-    if requests:  # the archive objects holding the newest messages handed out now
+    lengths = {s: r.xlen(s) for s in settings.stream_keys()}
+    backlog = sum(lengths.values())
+    now = time.time()
+    events: list = []
+    if _worth_recording(backlog, observed, now):
+        observed = {"backlog": backlog, "at": now}
+        events.append(dg.AssetObservation("message_stream", metadata={
+            "backlog": backlog,
+            "oldest_entry_age_seconds": round(max(
+                (oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0), 1),
+            **{f"length {s}": n for s, n in lengths.items()}}))
         newest = [r.xrevrange(s, count=1) for s in settings.stream_keys()]
         keys = sorted({e[0][1].get(b"raw_key", b"").decode() for e in newest if e} - {""})
-        if keys:
+        if keys:  # the archive objects holding the newest messages
             events.append(dg.AssetObservation("raw_archive", metadata={
                 "latest_objects": ", ".join(keys), "bucket": settings.raw_bucket}))
+    state = json.dumps({"streams": new_cursor, "observed": observed})
     if not requests:
-        return dg.SensorResult(skip_reason=dg.SkipReason(
-            "no new messages" if not busy else f"waiting for runs of {sorted(busy)}"),
-            cursor=json.dumps(new_cursor), asset_events=events)
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor),
-                           asset_events=events)
+        reason = (f"waiting for the queued drain run of {', '.join(sorted(busy))}" if busy
+                  else f"no new messages (backlog {backlog})")
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=state,
+                               asset_events=events)
+    return dg.SensorResult(run_requests=requests, cursor=state, asset_events=events)

@@ -11,6 +11,8 @@ import dagster as dg
 
 from funnel_ingest.engine.reconcile import reconcile
 
+from funnel_ingest.settings import get_settings
+
 from .resources import PostgresResource, RedisResource, S3Resource, funnel_settings
 
 
@@ -20,9 +22,11 @@ class ReplayConfig(dg.Config):
     dry_run: bool = False            # only count what is missing
 
 
-@dg.op(description="Re-enqueue archived messages found neither on a stream nor in Postgres.")
+@dg.op(description="Re-enqueue archived messages found neither on a stream nor in Postgres.",
+       out=dg.Out(dg.Nothing))
 def replay_archive(context: dg.OpExecutionContext, config: ReplayConfig,
-                   postgres: PostgresResource, redis: RedisResource, s3: S3Resource) -> dict:
+                   postgres: PostgresResource, redis: RedisResource, s3: S3Resource
+                   ) -> dg.Output:
     if config.since_hours <= 0 or config.until_minutes_ago < 0 \
             or config.until_minutes_ago >= config.since_hours * 60:
         raise dg.Failure(f"empty or negative window: since_hours={config.since_hours}, "
@@ -41,10 +45,11 @@ def replay_archive(context: dg.OpExecutionContext, config: ReplayConfig,
                "on_stream": report.on_stream, "stored": report.stored,
                "missing": report.missing, "rooms_restored": report.rooms_restored,
                "dry_run": config.dry_run}
-    context.add_output_metadata({"missing": dg.MetadataValue.json(report.missing),
-                                 "archive_objects": report.objects,
-                                 "dry_run": config.dry_run})
-    return summary
+    # the result is on the streams (and in the metadata), not a value for another step
+    return dg.Output(None, metadata={"summary": dg.MetadataValue.json(summary),
+                                     "missing": dg.MetadataValue.json(report.missing),
+                                     "archive_objects": report.objects,
+                                     "dry_run": config.dry_run})
 
 
 @dg.job(description="Recovery after Redis lost data: re-enqueue archived messages missing from "
@@ -57,6 +62,7 @@ def replay_archive_job():
 # short Redis losses when turned on; after a known loss, launch the job over the whole window).
 replay_archive_schedule = dg.ScheduleDefinition(
     name="replay_archive_hourly", job=replay_archive_job, cron_schedule="20 * * * *",
+    execution_timezone=get_settings().funnel_timezone,
     run_config={"ops": {"replay_archive": {"config": {"since_hours": 3,
                                                       "until_minutes_ago": 10}}}},
     default_status=dg.DefaultScheduleStatus.STOPPED)

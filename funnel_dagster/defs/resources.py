@@ -85,9 +85,6 @@ def _env(name: str, default: str = "") -> Any:
 def resources() -> dict[str, Any]:
     defaults = Settings()
     return {
-        # nothing passes values between steps (assets write to Postgres/S3 themselves): keep the
-        # ops' small return values in memory, not one pickle file per run under DAGSTER_HOME
-        "io_manager": dg.mem_io_manager,
         "postgres": PostgresResource(database_url=_env("DATABASE_URL", defaults.database_url)),
         "redis": RedisResource(redis_url=_env("REDIS_URL", defaults.redis_url)),
         "s3": S3Resource(

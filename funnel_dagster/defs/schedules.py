@@ -9,6 +9,7 @@ import dagster as dg
 from funnel_ingest.settings import get_settings
 
 from .checks import ALL_CHECKS
+from .partitions import daily, partition_key
 
 keywords_job = dg.define_asset_job(
     "keywords_sync_job", selection=dg.AssetSelection.assets("keywords"),
@@ -20,30 +21,36 @@ checks_job = dg.define_asset_job(
     "data_checks_job", selection=dg.AssetSelection.checks(*ALL_CHECKS),
     description="Run the data checks (duplicates, stage order, values, stream backlog).")
 
+TIMEZONE = get_settings().funnel_timezone  # every schedule's cron is read in it
+
 keywords_schedule = dg.ScheduleDefinition(
     name="keywords_sync_every_15_minutes", job=keywords_job, cron_schedule="*/15 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING)
+    execution_timezone=TIMEZONE, default_status=dg.DefaultScheduleStatus.RUNNING)
 
 checks_schedule = dg.ScheduleDefinition(
     name="data_checks_every_10_minutes", job=checks_job, cron_schedule="*/10 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING)
+    execution_timezone=TIMEZONE, default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
 @dg.schedule(job=report_job, cron_schedule="0 7 * * *",
-             execution_timezone=get_settings().funnel_timezone,
-             default_status=dg.DefaultScheduleStatus.RUNNING,
+             execution_timezone=TIMEZONE, default_status=dg.DefaultScheduleStatus.RUNNING,
              description="At 07:00 in FUNNEL_TIMEZONE, the CSV report of the previous day.")
-def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def daily_report_schedule(context: dg.ScheduleEvaluationContext
+                          ) -> dg.RunRequest | dg.SkipReason:
     tz = get_settings().tz
     now = context.scheduled_execution_time or datetime.now(tz)
-    day = (now.astimezone(tz) - timedelta(days=1)).date().isoformat()
-    return dg.RunRequest(run_key=f"report-{day}", partition_key=day)
+    day = (now.astimezone(tz) - timedelta(days=1)).date()
+    key = partition_key(day)
+    if key is None:
+        return dg.SkipReason(f"{day} is before the first partition ({daily.start.date()})")
+    return dg.RunRequest(run_key=f"report-{key}", partition_key=key)
 
 
 RUN_RETENTION_DAYS = int(os.environ.get("FUNNEL_RUN_RETENTION_DAYS", "14"))
 
 
-@dg.op(description="Delete finished drain runs (and their event logs) older than the retention.")
+@dg.op(description="Delete finished drain runs (and their event logs) older than the retention.",
+       out=dg.Out(dg.Nothing))
 def delete_old_drain_runs(context: dg.OpExecutionContext) -> None:
     cutoff = datetime.now(timezone.utc) - timedelta(days=RUN_RETENTION_DAYS)
     deleted = 0
@@ -69,5 +76,4 @@ def run_history_cleanup_job():
 
 run_history_cleanup_schedule = dg.ScheduleDefinition(
     name="run_history_cleanup_daily", job=run_history_cleanup_job, cron_schedule="30 3 * * *",
-    execution_timezone=get_settings().funnel_timezone,
-    default_status=dg.DefaultScheduleStatus.RUNNING)
+    execution_timezone=TIMEZONE, default_status=dg.DefaultScheduleStatus.RUNNING)

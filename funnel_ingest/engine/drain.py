@@ -22,7 +22,8 @@ import redis
 from ..messages import DeadLetter, NormalizedMessage, StatusEvent
 from ..settings import Settings
 from .classify import Classifier
-from .store import BatchResult, process_messages, store_dead_letters, store_statuses
+from .store import (BatchResult, lock_writers, process_messages, store_dead_letters,
+                    store_statuses)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
         last_id = _text(entries[-1][0])
         with conn.transaction():
             if kind == "messages":
+                lock_writers(conn, exclusive=False)  # a backfill day waits, or is waited for
                 messages, bad = [], []
                 for entry_id, fields in entries:
                     try:

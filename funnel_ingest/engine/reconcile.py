@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,7 +34,7 @@ from ..messages import SOURCES, DeadLetter, NormalizedMessage, ParseResult, Stat
 from ..settings import Settings
 from ..stream import ROOMS_HASH, append_sync
 from .drain import _text
-from .replay import parse_object
+from .replay import read_objects
 from .store import _copy, _empty_temp_table
 
 log = logging.getLogger(__name__)
@@ -158,17 +156,6 @@ def restore_rooms(conn: psycopg.Connection, r: redis.Redis) -> int:
     return restored
 
 
-def _archived(s3: Any, bucket: str, keys: list[str],
-              threads: int = 16) -> Iterator[tuple[str, ParseResult]]:
-    """The parsed archive objects, in the order of `keys` (fetched `threads` at a time)."""
-    def fetch(key: str) -> tuple[str, ParseResult]:
-        return key, parse_object(key, s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-    with ThreadPoolExecutor(threads) as pool:
-        for start in range(0, len(keys), threads * 8):  # bounded read-ahead
-            yield from pool.map(fetch, keys[start:start + threads * 8])
-
-
 def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Settings, *,
               since: datetime, until: datetime | None = None, dry_run: bool = False,
               chunk: int = 500) -> ReconcileReport:
@@ -181,7 +168,7 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
     # pass 1: the keys of every archived item (objects are not kept: a window may be days)
     wanted: dict[str, set[tuple[str, str, str]]] = {"message": set(), "status": set(),
                                                      "deadletter": set()}
-    for _, part in _archived(s3, settings.raw_bucket, keys):
+    for _, part in read_objects(s3, settings.raw_bucket, keys):
         wanted["message"].update(_message_key(m) for m in part.messages)
         wanted["status"].update(_status_key(s) for s in part.statuses)
         wanted["deadletter"].update(_dead_key(d) for d in part.dead_letters)
@@ -207,7 +194,7 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
             return True
         return False
 
-    for _, part in _archived(s3, settings.raw_bucket, keys):
+    for _, part in read_objects(s3, settings.raw_bucket, keys):
         if not any(missing.values()):
             break
         batch.messages += [m for m in part.messages if take("message", _message_key(m))]

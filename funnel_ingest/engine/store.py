@@ -29,6 +29,7 @@ import psycopg
 from ..messages import DeadLetter, NormalizedMessage, StatusEvent
 from .classify import Classifier
 from .cycles import CycleMessage, CustomerFunnel, customer_funnel
+from .model import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,24 @@ class BatchResult:
     customers: int = 0
     leads: int = 0
     days: set[date] = field(default_factory=set)  # business dates of the batch's messages
+    inserted_by_day: dict[date, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+# Writers of the funnel take this advisory lock for their transaction. A drain chunk takes it
+# shared: drains of different shards touch different customers and run side by side. A writer
+# that may touch any customer (a backfill day, a restore from the archive, a full rebuild)
+# takes it exclusive. Without it, a backfill re-classifying a customer's history and a drain
+# adding that customer's new message could each recompute the customer from a snapshot
+# without the other's change, and the one committing last would leave a funnel that differs
+# from a full rebuild.
+WRITER_LOCK_ID = 0x66756E6E656C01  # "funnel" + 1
+
+
+def lock_writers(conn: psycopg.Connection, *, exclusive: bool) -> None:
+    """Take the funnel writers' lock for the current transaction (see WRITER_LOCK_ID)."""
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    conn.execute(f"SELECT {fn}(%s)", (WRITER_LOCK_ID,))
 
 
 def _empty_temp_table(conn: psycopg.Connection, name: str, definition: str) -> None:
@@ -142,14 +160,15 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
     t1 = time.perf_counter()
     cols = ", ".join(MESSAGE_COLUMNS)
     _empty_touched(conn)
-    result.inserted = conn.execute(
+    result.inserted_by_day = dict(conn.execute(
         f"""WITH ins AS (
                 INSERT INTO classified_messages ({cols}) SELECT {cols} FROM stage_messages
                 ON CONFLICT (source, message_id, room_key) DO NOTHING
-                RETURNING customer_key),
+                RETURNING customer_key, message_date),
             t AS (INSERT INTO touched SELECT DISTINCT customer_key FROM ins
                    WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING)
-            SELECT count(*) FROM ins""").fetchone()[0]
+            SELECT message_date, count(*) FROM ins GROUP BY 1""").fetchall())
+    result.inserted = sum(result.inserted_by_day.values())
     result.duplicates = result.received - result.inserted
     _resolve_rooms(conn)
     _refresh_statistics(conn, result.inserted)
@@ -309,6 +328,17 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
     result = BatchResult(received=len(rows))
     result.customers, result.leads = _recompute_touched(conn, classifier.tz, lead_window_days)
     return result
+
+
+def day_counts(conn: psycopg.Connection, days: Iterable[date]) -> dict[date, dict[str, int]]:
+    """Per business day: its stored messages (`messages`) and how many of them carry each stage
+    (`opening`, `booking`, `transaction`); days without messages are left out. One index scan
+    of those days."""
+    stage_counts = ", ".join(f"count(*) FILTER (WHERE '{stage}' = ANY(stages))"
+                             for stage in STAGES)
+    rows = conn.execute(f"SELECT message_date, count(*), {stage_counts} FROM classified_messages "
+                        "WHERE message_date = ANY(%s) GROUP BY 1", (sorted(set(days)),))
+    return {day: {"messages": n, **dict(zip(STAGES, stages))} for day, n, *stages in rows}
 
 
 def store_statuses(conn: psycopg.Connection, statuses: Sequence[StatusEvent]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import psycopg
 import pytest
 
@@ -17,7 +16,6 @@ from ..conftest import empty_engine_tables
 @pytest.fixture
 def resources(settings) -> dict:
     return {
-        "io_manager": dg.mem_io_manager,
         "postgres": PostgresResource(database_url=settings.database_url),
         "redis": RedisResource(redis_url=settings.redis_url),
         "s3": S3Resource(endpoint_url=settings.s3_endpoint_url,

@@ -80,9 +80,48 @@ def test_backfilling_a_day_from_the_raw_archive_restores_the_funnel_after_a_redi
             result = dg.materialize([assets.classified_messages], partition_key=d.isoformat(),
                                     resources=resources)
             assert result.success
-            meta = result.get_asset_materialization_events()[0].materialization.metadata
+            [meta] = [e.materialization.metadata for e in result.get_asset_materialization_events()
+                      if e.materialization.asset_key == dg.AssetKey("classified_messages")]
             restored += meta["restored_from_archive"].value
         assert restored > 0
+        assert funnel_rows(conn) == before
+
+
+def test_a_range_backfill_is_one_run_reading_each_archive_object_once(
+        settings, resources, clean, r):
+    from dagster._core.storage.tags import (ASSET_PARTITION_RANGE_END_TAG,
+                                            ASSET_PARTITION_RANGE_START_TAG)
+
+    from funnel_ingest.engine.replay import range_keys
+
+    settings, resources = _own_archive(settings, resources)
+    day = _yesterday(settings)
+    _ingest_and_drain(settings, resources, day)
+    first, last = day - timedelta(days=2), day + timedelta(days=1)
+    with psycopg.connect(settings.database_url) as conn:
+        before = funnel_rows(conn)
+        stored = dict(conn.execute("SELECT message_date, count(*) FROM classified_messages "
+                                   "GROUP BY 1").fetchall())
+        empty_engine_tables(conn, keep=("stream_offsets",))  # only the archive remains
+        conn.commit()
+    result = dg.materialize(
+        [assets.classified_messages], resources=resources,
+        tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+              ASSET_PARTITION_RANGE_END_TAG: last.isoformat()})
+    assert result.success
+    events = [e.materialization for e in result.get_asset_materialization_events()
+              if e.materialization.asset_key == dg.AssetKey("classified_messages")]
+    assert [e.partition for e in events] == [
+        (first + timedelta(days=n)).isoformat() for n in range(4)]
+    keys = list(range_keys(resources["s3"].client(), settings.raw_bucket, first, last,
+                           settings.tz))
+    assert len(keys) == len(set(keys)) > 0
+    assert {e.metadata["archive_objects_read"].value for e in events} == {len(keys)}
+    for e in events:  # each day its own counts
+        n = stored.get(datetime.fromisoformat(e.partition).date(), 0)
+        assert e.metadata["dagster/row_count"].value == n
+        assert e.metadata["restored_from_archive"].value == n
+    with psycopg.connect(settings.database_url) as conn:
         assert funnel_rows(conn) == before
 
 
@@ -180,7 +219,8 @@ def test_replay_job_re_enqueues_what_a_redis_loss_took_and_nothing_else(
         result = replay_archive_job.execute_in_process(
             run_config={"ops": {"replay_archive": {"config": config}}}, resources=resources)
         assert result.success
-        return result.output_for_node("replay_archive")
+        [output] = [e for e in result.all_events if e.is_successful_output]
+        return output.step_output_data.metadata["summary"].value
 
     dry = run(since_hours=6, dry_run=True)
     assert dry["missing"]["message"] == len(lost)
