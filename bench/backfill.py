@@ -16,6 +16,7 @@ messages/s and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import resource
@@ -23,7 +24,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from _bench import fresh_database, stack_env  # noqa: E402
 
 def write_archive(env: dict[str, str], bucket: str, days: int, customers: int, seed: int
                   ) -> tuple[int, int, str, str]:
+    os.environ.update(env)
     from funnel_ingest import s3
     from funnel_ingest.archive import RawBody, object_key
     from funnel_ingest.engine.simulator import simulate, to_webhooks
@@ -116,19 +118,36 @@ def main() -> None:
     get_settings.cache_clear()
 
     t = time.perf_counter()
-    messages, hours, first, last = write_archive(env, bucket, args.days, args.customers,
-                                                 args.seed)
+    # the traffic is simulated in a child process, so the peak RSS below is the backfill's
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        messages, hours, first, last = pool.submit(
+            write_archive, env, bucket, args.days, args.customers, args.seed).result()
     print(f"archive: {messages:,} messages in {hours:,} source-hours, business days {first} .. "
           f"{last}, written in {time.perf_counter() - t:.1f} s")
     os.environ["FUNNEL_START_DATE"] = first
     get_settings.cache_clear()
-    for label in ("restore + re-classify (empty tables)", "re-classify (all stored)"):
-        seconds, meta = run_backfill(first, last)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{label}: one run over {first} .. {last} in {seconds:.1f} s "
-              f"({meta['archive_objects_read']:,} objects, {meta['archived_messages']:,} "
-              f"messages, {meta['archived_messages'] / seconds:,.0f} msgs/s), "
-              f"peak RSS {rss:,.0f} MiB")
+    try:
+        for label in ("restore + re-classify (empty tables)", "re-classify (all stored)"):
+            seconds, meta = run_backfill(first, last)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{label}: one run over {first} .. {last} in {seconds:.1f} s "
+                  f"({meta['archive_objects_read']:,} objects, {meta['archived_messages']:,} "
+                  f"messages, {meta['archived_messages'] / seconds:,.0f} msgs/s), "
+                  f"peak RSS {rss:,.0f} MiB")
+    finally:
+        delete_bucket(bucket)
+
+
+def delete_bucket(bucket: str) -> None:
+    from funnel_ingest import s3
+    from funnel_ingest.settings import get_settings
+
+    client = s3.client(get_settings())
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=bucket)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ PAYLOADS = Path(__file__).parent / "payloads"
 # The simulated histories of the tests start in 2025; without this the partitions would start
 # at the first day with data in whatever database the code location sees when it is imported.
 # (tests/deployment runs the code location without it, as deployments do.)
-os.environ["FUNNEL_START_DATE"] = "2025-01-01"
+TEST_START_DATE = "2025-01-01"
+os.environ["FUNNEL_START_DATE"] = TEST_START_DATE
 
 # Tests use their own database, Redis db and buckets on the stack's servers.
 TEST_DB = os.environ.get("FUNNEL_TEST_DB", "funnel_test")
@@ -41,9 +42,15 @@ def payload(name: str) -> bytes:
 def stack_env() -> dict[str, str]:
     from funnel_ingest import stack
 
-    env = dict(stack.up(log=lambda _msg: None))
+    # `stack.up` persists explicitly set settings as the stack's own: not the tests' start date
+    os.environ.pop("FUNNEL_START_DATE", None)
+    try:
+        env = dict(stack.up(log=lambda _msg: None))
+    finally:
+        os.environ["FUNNEL_START_DATE"] = TEST_START_DATE
     base = env["DATABASE_URL"].rsplit("/", 1)[0]
     env.update({
+        "FUNNEL_START_DATE": TEST_START_DATE,
         "DATABASE_URL": f"{base}/{TEST_DB}",
         "REDIS_URL": env["REDIS_URL"].rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}",
         "RAW_BUCKET": "funnel-test-raw",

@@ -39,7 +39,11 @@ def test_status_env_prints_every_setting_once(stack_env):
 
 
 def test_status_env_exports_the_local_dagster_instance(stack_env):
-    assert run("up").returncode == 0  # idempotent; prepares the instance
+    # idempotent; prepares the instance. Run as from an operator's shell: the test's settings
+    # in the environment would be persisted as the stack's own.
+    clean = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+    assert subprocess.run([*FUNNEL, "up"], capture_output=True, text=True, cwd=ROOT, env=clean,
+                          timeout=120).returncode == 0
     out = run("status", "--env")
     env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
     from funnel_ingest import stack

@@ -4,9 +4,10 @@ change or after Redis lost messages.
 For a range of business days [start, end], in one pass:
 1. **Restore.** Every archive object that may hold a message of the range is read once (the
    UTC dates the range spans plus the archive's lookahead, `replay.range_keys`), and its
-   messages of the range are stored when missing. The unique message key drops what is stored
-   already, so only messages that never reached Postgres (a Redis loss) are added, and their
-   customers' funnel is recomputed. Messages are handed to the store in chunks of
+   messages of the range are stored when missing: their keys are compared with the stored ones
+   first, so only messages that never reached Postgres (a Redis loss) are classified and added
+   (the unique message key still guards the insert), and their customers' funnel is
+   recomputed. Messages are handed to the store in chunks of
    `chunk_size`, each in its own transaction: memory holds one chunk, not the range.
 2. **Re-classify.** Each day's stored messages are classified again with the given keywords and
    their customers' funnel recomputed, one transaction per day, so a long range shows progress
@@ -28,7 +29,7 @@ import psycopg
 from ..messages import NormalizedMessage
 from .classify import Classifier
 from .replay import archived_messages
-from .store import day_counts, lock_writers, process_messages, reclassify
+from .store import day_counts, lock_writers, not_stored, process_messages, reclassify
 
 CHUNK = 20_000
 
@@ -69,7 +70,8 @@ def backfill(conn: psycopg.Connection, s3: Any, bucket: str, classifier: Classif
     def store_pending() -> None:
         with conn.transaction():
             lock_writers(conn, exclusive=True)
-            batch = process_messages(conn, pending, classifier, lead_window_days=lead_window_days)
+            missing = not_stored(conn, pending)  # only those are classified here
+            batch = process_messages(conn, missing, classifier, lead_window_days=lead_window_days)
         for day, n in batch.inserted_by_day.items():
             restored[day] = restored.get(day, 0) + n
         result.restored += batch.inserted

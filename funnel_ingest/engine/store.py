@@ -146,6 +146,24 @@ def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
         ))
 
 
+def not_stored(conn: psycopg.Connection, messages: Sequence[NormalizedMessage]
+               ) -> list[NormalizedMessage]:
+    """The messages whose idempotency key is not in `classified_messages` (one COPY of the keys
+    and one anti-join): what a restore from the archive needs to classify, instead of all."""
+    if not messages:
+        return []
+    _empty_temp_table(conn, "stage_keys",
+                      "(n integer, source text, message_id text, room_key text)")
+    _copy(conn, "stage_keys", ("n", "source", "message_id", "room_key"),
+          (_row((n, m.source, m.message_id, m.room_key)) for n, m in enumerate(messages)))
+    rows = conn.execute(
+        """SELECT k.n FROM stage_keys k
+            WHERE NOT EXISTS (SELECT 1 FROM classified_messages c WHERE c.source = k.source
+                                 AND c.message_id = k.message_id AND c.room_key = k.room_key)
+            ORDER BY k.n""").fetchall()
+    return [messages[n] for (n,) in rows]
+
+
 def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],
                      classifier: Classifier, *, lead_window_days: int = 30) -> BatchResult:
     """Store and classify a batch, then bring the funnel of the customers it touched up to date."""
