@@ -3,10 +3,10 @@
 -- a request that fails half-way leaves nothing, and its redelivery is appended in full.
 --
 -- ARGV[1] shards, ARGV[2] stream prefix, ARGV[3] dedupe ttl (s), ARGV[4] maxlen (0 = none),
--- ARGV[5] status stream, ARGV[6] dead-letter stream, ARGV[7] rooms hash, ARGV[8] seen prefix,
+-- ARGV[5] status stream, ARGV[6] dead-letter stream, ARGV[7] room key prefix, ARGV[8] seen prefix,
 -- ARGV[9] force ('1': append even when the dedupe mark exists — the reconcile path re-enqueues
 -- archived items found neither in Postgres nor on a stream; the engine's unique key drops any
--- copy that turns out to be stored already), then per item: kind ('m'|'s'|'d'), dedupe id, room field ('' = none), customer key
+-- copy that turns out to be stored already), ARGV[10] room ttl (s, 0 = none), then per item: kind ('m'|'s'|'d'), dedupe id, room field ('' = none), customer key
 -- ('' = resolve from room), direction, the entry's fields as one JSON object of strings.
 -- Returns {appended, duplicates, pending_room}.
 local shards = tonumber(ARGV[1])
@@ -18,6 +18,26 @@ local dead_stream = ARGV[6]
 local rooms = ARGV[7]
 local seen = ARGV[8]
 local force = ARGV[9] == '1'
+local room_ttl = tonumber(ARGV[10])
+
+-- A room's customer: one key per room, written by the room's first inbound message (first
+-- writer wins) and kept for room_ttl after its last use. An expired room is not lost: its
+-- messages go to the stream without a customer and the drain resolves them from Postgres'
+-- rooms table.
+local function room_customer(room)
+  local key = rooms .. room
+  local customer = redis.call('GET', key)
+  if customer and room_ttl > 0 then redis.call('EXPIRE', key, room_ttl) end
+  return customer
+end
+
+local function learn_room(room, customer)
+  if room_ttl > 0 then
+    redis.call('SET', rooms .. room, customer, 'NX', 'EX', room_ttl)
+  else
+    redis.call('SET', rooms .. room, customer, 'NX')
+  end
+end
 
 local function xadd(stream, fields)
   if maxlen > 0 then
@@ -33,7 +53,7 @@ local function shard_stream(key)
 end
 
 local appended, duplicates, pending = 0, 0, 0
-local i = 10
+local i = 11
 while i <= #ARGV do
   local kind, id, room, customer, direction = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local fields = {}
@@ -59,10 +79,10 @@ while i <= #ARGV do
   else
     if room ~= '' then
       if customer ~= '' and direction == 'inbound' then
-        redis.call('HSETNX', rooms, room, customer)
-        customer = redis.call('HGET', rooms, room)
+        learn_room(room, customer)
+        customer = room_customer(room)
       elseif customer == '' then
-        customer = redis.call('HGET', rooms, room) or ''
+        customer = room_customer(room) or ''
       end
     end
     local route = customer

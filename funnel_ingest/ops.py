@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import psycopg
 from fastapi import APIRouter, Request
@@ -24,10 +25,33 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _check_postgres(settings: Settings) -> None:
-    conn = await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=2)
+READY_CACHE_SECONDS = 2.0  # one check of the stores serves every /readyz call for this long
+
+
+def _ping_pool(pool) -> None:
+    with pool.connection(timeout=2) as conn:
+        conn.execute("SELECT 1")
+
+
+async def _check_postgres(state) -> None:
+    """SELECT 1 on a connection of the API's pool (never a new connection per call: the
+    endpoint needs no key, and Postgres' connection limit is shared with Dagster)."""
+    pool = getattr(state, "report_pool", None)
+    if pool is not None:
+        await asyncio.to_thread(_ping_pool, pool)
+        return
+    conn = await psycopg.AsyncConnection.connect(state.settings.database_url, connect_timeout=2)
     async with conn:
         await conn.execute("SELECT 1")
+
+
+class _Readiness:
+    """The last readiness answer and when it was made; one check at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.at = float("-inf")
+        self.answer: tuple[dict, int] = ({}, 503)
 
 
 _READINESS = {"content": {"application/json": {"schema": {
@@ -40,10 +64,24 @@ _READINESS = {"content": {"application/json": {"schema": {
     200: {**_READINESS, "description": "Every store answers"},
     503: {**_READINESS, "description": "A store does not answer (named in `checks`)"}})
 async def readyz(request: Request) -> JSONResponse:
-    """200 when every store answers, else 503 naming the ones that do not."""
+    """200 when every store answers, else 503 naming the ones that do not. The answer is
+    cached for READY_CACHE_SECONDS and concurrent calls share one check, so a flood of calls
+    costs the stores nothing more."""
     state = request.app.state
+    if not hasattr(state, "readiness"):
+        state.readiness = _Readiness()
+    cache: _Readiness = state.readiness
+    async with cache.lock:
+        if time.monotonic() - cache.at >= READY_CACHE_SECONDS:
+            cache.answer = await _check_stores(state)
+            cache.at = time.monotonic()
+        body, status = cache.answer
+    return JSONResponse(body, status_code=status)
+
+
+async def _check_stores(state) -> tuple[dict, int]:
     checks = {
-        "postgres": _check_postgres(state.settings),
+        "postgres": _check_postgres(state),
         "redis": state.redis.ping(),
         "s3": state.s3.head_bucket(Bucket=state.settings.raw_bucket),
     }
@@ -53,8 +91,7 @@ async def readyz(request: Request) -> JSONResponse:
     for name, res in zip(checks, results):
         report[name] = "ok" if not isinstance(res, BaseException) else f"error: {type(res).__name__}"
     ok = all(v == "ok" for v in report.values())
-    return JSONResponse({"status": "ready" if ok else "unavailable", "checks": report},
-                        status_code=200 if ok else 503)
+    return {"status": "ready" if ok else "unavailable", "checks": report}, 200 if ok else 503
 
 
 async def _refresh_stream_gauges(request: Request) -> None:

@@ -102,32 +102,50 @@ def configure_session(conn: psycopg.Connection) -> None:
     conn.execute("SET work_mem = '64MB'")
 
 
-def _columns() -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.SQL("round(transaction_value)::bigint AS transaction_value")
-        if c == "transaction_value" else
-        sql.SQL("round(transaction_total)::bigint AS transaction_total")
-        if c == "transaction_total" else sql.Identifier(c)
-        for c in REPORT_COLUMNS)
+# The report's text columns: values a CRM or a keyword sheet chose. In a CSV made for people, a
+# cell starting with = + - @ (or a tab or carriage return) would be run as a formula by Excel,
+# LibreOffice or Google Sheets (`=HYPERLINK(...)`, `+cmd|...`); such cells get OWASP's leading
+# apostrophe. A phone (+62...) then opens as the text '+6281..., never as a number that lost its
+# + and leading digits. Machine consumers ask for the exact values (`spreadsheet_safe=False`).
+TEXT_COLUMNS = frozenset({"channel", "phone", "lead_id", "customer_key", "campaign_id", "ad_id",
+                          "opening_keyword"})
+_NEUTRALIZED = sql.SQL(
+    "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {c} "
+    "ELSE {c} END AS {c}")
+
+
+def _column(c: str, spreadsheet_safe: bool) -> sql.Composable:
+    if c in ("transaction_value", "transaction_total"):
+        return sql.SQL("round({c})::bigint AS {c}").format(c=sql.Identifier(c))
+    if spreadsheet_safe and c in TEXT_COLUMNS:
+        return _NEUTRALIZED.format(c=sql.Identifier(c))
+    return sql.Identifier(c)
+
+
+def _columns(spreadsheet_safe: bool = False) -> sql.Composable:
+    return sql.SQL(", ").join(_column(c, spreadsheet_safe) for c in REPORT_COLUMNS)
 
 
 _ORDER = sql.SQL("ORDER BY leads_date, lead_at, lead_id")
 
 
 def report_query(start: date | None, end: date | None, channels: Sequence[str] | None = None,
-                 campaign: str | None = None) -> sql.Composed:
+                 campaign: str | None = None, *, spreadsheet_safe: bool = False
+                 ) -> sql.Composed:
     """Every row of the report, in report order (dates None = unbounded)."""
     filt = ReportFilter(start, end, tuple(channels or ()), campaign)
     return sql.SQL("SELECT {} FROM funnel WHERE {} {}").format(
-        _columns(), filt.conditions(), _ORDER)
+        _columns(spreadsheet_safe), filt.conditions(), _ORDER)
 
 
 def csv_chunks(conn: psycopg.Connection, start: date | None, end: date | None,
-               channels: Sequence[str] | None = None, campaign: str | None = None,
-               ) -> Iterator[bytes]:
-    """The report as CSV (header first), in chunks as Postgres produces them."""
+               channels: Sequence[str] | None = None, campaign: str | None = None, *,
+               spreadsheet_safe: bool = True) -> Iterator[bytes]:
+    """The report as CSV (header first), in chunks as Postgres produces them. By default the
+    cells a spreadsheet would run as formulas are neutralized (TEXT_COLUMNS);
+    `spreadsheet_safe=False` gives the exact values."""
     query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
-        report_query(start, end, channels, campaign))
+        report_query(start, end, channels, campaign, spreadsheet_safe=spreadsheet_safe))
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
             yield bytes(chunk)

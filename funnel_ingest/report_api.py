@@ -225,7 +225,8 @@ class CsvStream:
     `CSV_BLOCK_BYTES`, read one block at a time by worker threads (a lock keeps the copy on
     one thread at a time; `close` cancels an unfinished COPY and closes the connection)."""
 
-    def __init__(self, settings: Settings, filt: ReportFilter) -> None:
+    def __init__(self, settings: Settings, filt: ReportFilter, spreadsheet_safe: bool = True
+                 ) -> None:
         self._lock = threading.Lock()
         self._conn = psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5)
         try:
@@ -234,7 +235,8 @@ class CsvStream:
             self._conn.close()
             raise
         self._blocks = _blocks(report.csv_chunks(self._conn, filt.start, filt.end,
-                                                 filt.channels, filt.campaign))
+                                                 filt.channels, filt.campaign,
+                                                 spreadsheet_safe=spreadsheet_safe))
 
     def next_block(self) -> bytes | None:
         with self._lock:
@@ -277,9 +279,10 @@ async def _stream(csv: CsvStream, first: bytes) -> AsyncIterator[bytes]:
             asyncio.get_running_loop().run_in_executor(None, csv.close)
 
 
-async def _csv_response(settings: Settings, filt: ReportFilter) -> Response:
+async def _csv_response(settings: Settings, filt: ReportFilter, spreadsheet_safe: bool
+                        ) -> Response:
     try:
-        csv = await asyncio.to_thread(CsvStream, settings, filt)
+        csv = await asyncio.to_thread(CsvStream, settings, filt, spreadsheet_safe)
     except psycopg.Error as exc:
         return _store_down(exc)
     try:
@@ -315,7 +318,11 @@ async def funnel_report(
         cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")
                           ] = None,
         summary: Annotated[bool | None, Query(
-            description="include the summary (default: on the first page only)")] = None):
+            description="include the summary (default: on the first page only)")] = None,
+        spreadsheet_safe: Annotated[bool | None, Query(
+            description="CSV: neutralize cells a spreadsheet would run as formulas (= + - @ "
+                        "tab CR get a leading apostrophe); false = exact values, for "
+                        "machine consumers. Default: CSV_SPREADSHEET_SAFE (true)")] = None):
     """Leads whose lead date is in `start`..`end` (inclusive, FUNNEL_TIMEZONE), of any of the
     `channel`s, of the `campaign`.
 
@@ -327,7 +334,9 @@ async def funnel_report(
 
     **CSV**: every selected row, streamed as Postgres produces it: `leads_date, channel, phone,
     booking_date, transaction_date, transaction_value`, then the extra columns (dates ISO,
-    values integer Rupiah, timestamps UTC).
+    values integer Rupiah, timestamps UTC). Text cells that a spreadsheet would run as a
+    formula (starting with `=`, `+`, `-`, `@`, tab or CR; phones too) carry a leading `'`
+    unless `spreadsheet_safe=false`.
     """
     settings: Settings = request.app.state.settings
     if (denied := _check_key(settings, x_api_key)) is not None:
@@ -340,7 +349,8 @@ async def funnel_report(
     except FilterError as exc:
         return problem(422, "invalid_filter", str(exc))
     if fmt == "csv":
-        return await _csv_response(settings, filt)
+        safe = settings.csv_spreadsheet_safe if spreadsheet_safe is None else spreadsheet_safe
+        return await _csv_response(settings, filt, safe)
     with_summary = summary if summary is not None else cursor is None
 
     def query(conn: psycopg.Connection) -> dict[str, Any]:

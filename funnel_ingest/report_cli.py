@@ -247,9 +247,13 @@ def _counted(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterato
 
 
 def export(settings: Settings, filt: ReportFilter, output: str, fmt: str, *,
-           progress: bool = False) -> int:
+           progress: bool = False, spreadsheet_safe: bool | None = None) -> int:
     """Write the report of `filt` to `output` (a path or s3://bucket/key) as `fmt`; returns
-    the number of rows. A local file appears only complete (written beside, then renamed)."""
+    the number of rows. A local file appears only complete (written beside, then renamed).
+    A CSV neutralizes formula-like cells unless `spreadsheet_safe` is False (default:
+    CSV_SPREADSHEET_SAFE); Parquet always holds the exact values (typed, not for Excel)."""
+    safe = (settings.csv_spreadsheet_safe if spreadsheet_safe is None else spreadsheet_safe
+            ) and fmt == "csv"
     import psycopg
 
     from . import report, s3
@@ -268,7 +272,7 @@ def export(settings: Settings, filt: ReportFilter, output: str, fmt: str, *,
                 bar.update(task, advance=n)
 
             chunks = _counted(report.csv_chunks(conn, filt.start, filt.end, filt.channels,
-                                                filt.campaign), advance)
+                                                filt.campaign, spreadsheet_safe=safe), advance)
             if target is None:
                 path = Path(output)
                 part = path.with_name(f".{path.name}.part")
@@ -331,7 +335,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = _settings()
     started = time.perf_counter()
     try:
-        rows = export(settings, filt, args.output, fmt, progress=not args.no_progress)
+        rows = export(settings, filt, args.output, fmt, progress=not args.no_progress,
+                      spreadsheet_safe=False if args.exact_values else None)
     except psycopg.Error as exc:
         _err(f"funnel export: Postgres: {' '.join(str(exc).split())}")
         return 1
@@ -388,6 +393,7 @@ FIGURE_HEADERS = ("leads", "bookings", "transactions", "lead>booking", "booking>
 def cmd_report(args: argparse.Namespace) -> int:
     import psycopg
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from . import report
@@ -408,8 +414,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                           "days" if args.daily else "summary": data}, indent=2))
         return 0
     span = f"{filt.start or 'first'} .. {filt.end or 'last'}"
-    extra = "".join(f", {k} {v}" for k, v in (("channels", ",".join(filt.channels)),
-                                               ("campaign", filt.campaign)) if v)
+    # labels are CRM- and sheet-chosen text: printed as text, never as console markup
+    extra = "".join(f", {k} {escape(v)}" for k, v in (("channels", ",".join(filt.channels)),
+                                                       ("campaign", filt.campaign)) if v)
     table = Table(title=f"Funnel, lead dates {span} ({settings.funnel_timezone}{extra})",
                   title_justify="left")
     keys = ("date", "channel") if args.daily else ("channel",)
@@ -419,10 +426,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         table.add_column(h, justify="right")
     if args.daily:
         for d in data:
-            table.add_row(d["leads_date"], d["channel"], *figures_row(d))
+            table.add_row(d["leads_date"], escape(d["channel"]), *figures_row(d))
     else:
         for c in data["by_channel"]:
-            table.add_row(c["channel"], *figures_row(c))
+            table.add_row(escape(c["channel"]), *figures_row(c))
         table.add_section()
         table.add_row("all channels", *figures_row(data["total"]), style="bold")
     console = Console()
@@ -492,6 +499,10 @@ def add_parsers(subparsers: Any) -> None:
     ex.add_argument("--output", "-o", default=DEFAULT_OUTPUT,
                     help="a file path or s3://BUCKET/KEY (default ./%(default)s)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.add_argument("--exact-values", action="store_true",
+                    help="CSV for programs: no leading apostrophe on cells starting with = + - "
+                         "@ (by default they get one, so spreadsheets never run them as "
+                         "formulas; CSV_SPREADSHEET_SAFE=false makes this the default)")
     ex.set_defaults(func=cmd_export)
 
     rp = subparsers.add_parser(

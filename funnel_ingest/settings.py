@@ -26,6 +26,7 @@ ENV_NAMES: tuple[str, ...] = (
     "WHATSAPP_VERIFY_TOKEN",
     "WEBHOOK_TOKEN",
     "WEBHOOK_HMAC_SECRET",
+    "WEBHOOK_REQUIRE_SIGNATURE",
     "API_KEY",
     "FUNNEL_TIMEZONE",
     "STREAM_SHARDS",
@@ -34,6 +35,7 @@ ENV_NAMES: tuple[str, ...] = (
     "GOOGLE_SERVICE_ACCOUNT_FILE",
     "GSHEET_WORKSHEET",
     "LEAD_WINDOW_DAYS",
+    "CSV_SPREADSHEET_SAFE",
     "FUNNEL_START_DATE",
     "S3_PUBLIC_URL",
     "REPORT_LINK_TTL_SECONDS",
@@ -61,6 +63,9 @@ class Settings(BaseSettings):
     webhook_token: SecretStr = SecretStr("")
     webhook_hmac_secret: SecretStr = SecretStr("")
     api_key: SecretStr = SecretStr("")
+    webhook_require_signature: bool = Field(
+        default=False, description="CRM routes refuse the shared token alone: every request "
+                                   "must carry X-Webhook-Signature (needs WEBHOOK_HMAC_SECRET)")
 
     # keywords: a Google Sheet when GSHEET_KEY is set, else the CSV file
     keywords_csv: str = ""  # empty = the packaged default list (funnel_ingest/data/keywords.csv)
@@ -78,12 +83,20 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(default=0, ge=0, description="0 = never trim on append")
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    room_ttl_seconds: int = Field(
+        default=90 * 24 * 3600, ge=0, description="a room's customer stays in Redis this long "
+                                                   "after its last message (0 = forever)")
     archive_batch_ms: float = Field(default=20.0, ge=0)
     archive_batch_max: int = Field(default=256, ge=1)
     archive_timeout_seconds: float = Field(
         default=8.0, gt=0, description="a request waiting longer for its archive PUT gets 503")
     archive_writers: int = Field(default=2, ge=1, le=64, description="concurrent PUTs per source")
     log_level: str = "INFO"
+
+    # reports
+    csv_spreadsheet_safe: bool = Field(
+        default=True, description="CSV cells starting with = + - @ tab CR get a leading "
+                                  "apostrophe (spreadsheet formula injection); false = exact")
 
     # Dagster
     funnel_start_date: str = Field(
@@ -145,7 +158,7 @@ class Settings(BaseSettings):
             value = getattr(self, name.lower())
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            out[name] = str(value)
+            out[name] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
 
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from .messages import ParseResult
 from .settings import Settings
 
-ROOMS_HASH = "funnel:rooms"
+ROOM_PREFIX = "funnel:room:"  # + "<source>:<room id>" -> the room's customer key
 SEEN_PREFIX = "funnel:seen:"
 _SCRIPT = resources.files(__package__).joinpath("append.lua").read_text()
 
@@ -29,7 +29,8 @@ def script_args(settings: Settings, result: ParseResult, *, force: bool = False)
     s = settings
     args: list[str | int | bytes] = [
         s.stream_shards, s.stream_prefix, s.dedupe_ttl_seconds, s.stream_maxlen,
-        s.status_stream, s.deadletter_stream, ROOMS_HASH, SEEN_PREFIX, "1" if force else "0",
+        s.status_stream, s.deadletter_stream, ROOM_PREFIX, SEEN_PREFIX, "1" if force else "0",
+        s.room_ttl_seconds,
     ]
     for m in result.messages:
         fields = m.to_fields()

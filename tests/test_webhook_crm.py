@@ -63,7 +63,8 @@ def test_generic_agent_message_arriving_first_waits_for_its_room(api, r):
     [agent] = messages(r)
     assert agent.customer_key is None and agent.room_id == "room-001"
     api.crm("/webhook", payload("generic_customer.json"))
-    assert r.hget("funnel:rooms", "generic:room-001") == b"+6281234567890"
+    assert r.get("funnel:room:generic:room-001") == b"+6281234567890"
+    assert 0 < r.ttl("funnel:room:generic:room-001") <= api.settings.room_ttl_seconds
 
 
 def test_generic_batch_array_is_one_request(api, r):

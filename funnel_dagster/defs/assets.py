@@ -195,7 +195,8 @@ def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResou
     key = f"reports/funnel/date={day.isoformat()}/funnel_{day.isoformat()}.csv"
     buf = io.BytesIO()
     with postgres.connect() as conn:
-        for chunk in csv_chunks(conn, day, day):
+        for chunk in csv_chunks(conn, day, day,
+                                spreadsheet_safe=settings.csv_spreadsheet_safe):
             buf.write(chunk)
         leads = count_leads(conn, day, day)
     data = buf.getvalue()

@@ -32,7 +32,7 @@ import redis
 
 from ..messages import SOURCES, DeadLetter, NormalizedMessage, ParseResult, StatusEvent
 from ..settings import Settings
-from ..stream import ROOMS_HASH, append_sync
+from ..stream import ROOM_PREFIX, append_sync
 from .drain import _text
 from .replay import read_objects
 from .store import _copy, _empty_temp_table
@@ -142,8 +142,9 @@ def _stored(conn: psycopg.Connection, kind: str,
     return {tuple(row) for row in conn.execute(query)}
 
 
-def restore_rooms(conn: psycopg.Connection, r: redis.Redis) -> int:
-    """Put Postgres' room -> customer map back into Redis (HSETNX: never overrides)."""
+def restore_rooms(conn: psycopg.Connection, r: redis.Redis, settings: Settings) -> int:
+    """Put Postgres' room -> customer map back into Redis (SET NX: never overrides), each room
+    with ROOM_TTL_SECONDS, as the API writes them."""
     restored = 0
     with conn.cursor(name="reconcile_rooms") as cur:
         cur.itersize = 10_000
@@ -151,8 +152,9 @@ def restore_rooms(conn: psycopg.Connection, r: redis.Redis) -> int:
         while rows := cur.fetchmany(10_000):
             pipe = r.pipeline(transaction=False)
             for room, customer in rows:
-                pipe.hsetnx(ROOMS_HASH, room, customer)
-            restored += sum(pipe.execute())
+                pipe.set(ROOM_PREFIX + room, customer, nx=True,
+                         ex=settings.room_ttl_seconds or None)
+            restored += sum(1 for done in pipe.execute() if done)
     return restored
 
 
@@ -184,7 +186,7 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
             report.missing[kind] = len(missing[kind])
     if dry_run or not report.total_missing:
         return report
-    report.rooms_restored = restore_rooms(conn, r)
+    report.rooms_restored = restore_rooms(conn, r, settings)
     # pass 2: re-read the objects holding a missing item, in archive order
     batch = ParseResult()
 

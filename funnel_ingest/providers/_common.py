@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +23,23 @@ class PayloadError(ValueError):
         self.reason = reason
         self.detail = detail
         self.status_code = status_code
+
+
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators. An id or a label
+# holding one would break a CSV row or a log line and could spoof a terminal table; message
+# texts may hold line breaks, ids and labels never do.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_control_characters(value: str | None) -> str | None:
+    if value is not None and (m := _CONTROL.search(value)):
+        raise ValueError(f"must not contain control characters (found U+{ord(m.group()):04X} "
+                         f"at position {m.start()})")
+    return value
+
+
+# An id or a label (message / room / campaign / ad ids, channel names, phones, types).
+Label = Annotated[str, AfterValidator(_no_control_characters)]
 
 
 class Lenient(BaseModel):

@@ -17,7 +17,7 @@ from pydantic import Field, RootModel
 
 from .. import phones
 from ..messages import DeadLetter, NormalizedMessage, ParseResult
-from ._common import Lenient, PayloadError, channel_name, parse_timestamp, validate_json
+from ._common import Label, Lenient, PayloadError, channel_name, parse_timestamp, validate_json
 
 SOURCE = "generic"
 MAX_BATCH = 1000
@@ -25,23 +25,23 @@ MAX_BATCH = 1000
 
 class GenericSender(Lenient):
     type: Literal["customer", "agent", "bot", "system"] = "customer"
-    phone: str | None = Field(default=None, max_length=64)
-    user_id: str | None = Field(default=None, max_length=200)
+    phone: Label | None = Field(default=None, max_length=64)
+    user_id: Label | None = Field(default=None, max_length=200)
 
 
 class GenericBody(Lenient):
-    id: str = Field(min_length=1, max_length=200)
+    id: Label = Field(min_length=1, max_length=200)
     text: str | None = ""
 
 
 class GenericMessage(Lenient):
     """One message in the original generic format."""
 
-    room_id: str | None = Field(default=None, max_length=200)
-    channel: str | None = Field(default=None, max_length=100)
-    source: str | None = Field(default=None, max_length=100)
-    campaign_id: str | None = Field(default=None, max_length=200)
-    ad_id: str | None = Field(default=None, max_length=200)
+    room_id: Label | None = Field(default=None, max_length=200)
+    channel: Label | None = Field(default=None, max_length=100)
+    source: Label | None = Field(default=None, max_length=100)
+    campaign_id: Label | None = Field(default=None, max_length=200)
+    ad_id: Label | None = Field(default=None, max_length=200)
     sender: GenericSender
     message: GenericBody
     timestamp: Union[str, float, int]

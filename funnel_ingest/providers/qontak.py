@@ -11,31 +11,31 @@ from pydantic import Field
 
 from .. import phones
 from ..messages import DeadLetter, NormalizedMessage, ParseResult, StatusEvent
-from ._common import Lenient, channel_name, parse_timestamp, validate_json
+from ._common import Label, Lenient, channel_name, parse_timestamp, validate_json
 
 SOURCE = "qontak"
 _WEBSITE_CHANNELS = {"web", "website", "livechat", "web_chat", "webchat", "widget"}
 
 
 class QontakRoom(Lenient):
-    id: str = Field(min_length=1, max_length=200)
-    channel: str | None = None
-    account_uniq_id: str | None = Field(default=None, max_length=200)
-    channel_integration_id: str | None = None
+    id: Label = Field(min_length=1, max_length=200)
+    channel: Label | None = None
+    account_uniq_id: Label | None = Field(default=None, max_length=200)
+    channel_integration_id: Label | None = None
 
 
 class QontakMessage(Lenient):
     """A Qontak message-interaction webhook (customer, agent or bot message, or a status)."""
 
-    id: str = Field(min_length=1, max_length=200)
-    created_at: str = Field(min_length=1, max_length=64)
-    participant_type: str | None = None
-    sender_type: str | None = None
+    id: Label = Field(min_length=1, max_length=200)
+    created_at: Label = Field(min_length=1, max_length=64)
+    participant_type: Label | None = None
+    sender_type: Label | None = None
     text: str | None = None
-    type: str | None = None
-    status: str | None = None
+    type: Label | None = None
+    status: Label | None = None
     is_campaign: bool = False
-    room_id: str | None = None
+    room_id: Label | None = None
     data_event: str | None = None
     webhook_event: str | None = None
     room: QontakRoom

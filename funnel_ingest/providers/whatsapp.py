@@ -15,7 +15,7 @@ from pydantic import Field
 
 from .. import phones
 from ..messages import DeadLetter, NormalizedMessage, ParseResult, StatusEvent
-from ._common import Lenient, parse_timestamp, validate_json
+from ._common import Label, Lenient, parse_timestamp, validate_json
 
 SOURCE = "whatsapp"
 
@@ -30,13 +30,13 @@ class WaButton(Lenient):
 
 
 class WaReply(Lenient):
-    id: str | None = None
+    id: Label | None = None
     title: str | None = None
     description: str | None = None
 
 
 class WaInteractive(Lenient):
-    type: str | None = None
+    type: Label | None = None
     button_reply: WaReply | None = None
     list_reply: WaReply | None = None
     nfm_reply: dict | None = None
@@ -48,26 +48,26 @@ class WaMedia(Lenient):
 
 class WaReferral(Lenient):
     source_url: str | None = None
-    source_id: str | None = None
-    source_type: str | None = None
+    source_id: Label | None = None
+    source_type: Label | None = None
     body: str | None = None
     headline: str | None = None
     media_type: str | None = None
-    ctwa_clid: str | None = None
+    ctwa_clid: Label | None = None
 
 
 class WaContext(Lenient):
-    id: str | None = None
-    from_: str | None = Field(default=None, alias="from")
+    id: Label | None = None
+    from_: Label | None = Field(default=None, alias="from")
 
 
 class WaMessage(Lenient):
-    id: str = Field(min_length=1, max_length=512)
-    timestamp: str = Field(min_length=1, max_length=32)
-    from_: str | None = Field(default=None, alias="from", max_length=64)
-    to: str | None = Field(default=None, max_length=64)
-    user_id: str | None = Field(default=None, max_length=200)
-    type: str = "text"
+    id: Label = Field(min_length=1, max_length=512)
+    timestamp: Label = Field(min_length=1, max_length=32)
+    from_: Label | None = Field(default=None, alias="from", max_length=64)
+    to: Label | None = Field(default=None, max_length=64)
+    user_id: Label | None = Field(default=None, max_length=200)
+    type: Label = "text"
     text: WaText | None = None
     button: WaButton | None = None
     interactive: WaInteractive | None = None
@@ -79,17 +79,17 @@ class WaMessage(Lenient):
 
 
 class WaStatus(Lenient):
-    id: str = Field(min_length=1, max_length=512)
-    status: str = Field(min_length=1, max_length=32)
-    timestamp: str = Field(min_length=1, max_length=32)
-    recipient_id: str | None = None
-    recipient_user_id: str | None = None
+    id: Label = Field(min_length=1, max_length=512)
+    status: Label = Field(min_length=1, max_length=32)
+    timestamp: Label = Field(min_length=1, max_length=32)
+    recipient_id: Label | None = None
+    recipient_user_id: Label | None = None
     errors: list[dict] | None = None
 
 
 class WaContact(Lenient):
-    wa_id: str | None = None
-    user_id: str | None = None
+    wa_id: Label | None = None
+    user_id: Label | None = None
 
 
 class WaValue(Lenient):
@@ -107,7 +107,7 @@ class WaChange(Lenient):
 
 
 class WaEntry(Lenient):
-    id: str
+    id: Label
     changes: list[WaChange]
 
 

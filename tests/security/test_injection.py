@@ -36,12 +36,12 @@ EVIL = [
     "back\\slash\\ \\' \\x00 \\\\",
     'double"quote"; --',
     "%s %(x)s {0} {} %n",
-    "nul\x00byte",
     "semi;colon; /* comment */ --",
-]
-TRAVERSAL = ["../../../../etc/passwd", "a/b/c", "%2F..%2F..%2Fraw", "..\\..\\x", "line\nbreak",
-             "cr\r\nX-Injected: yes", "nul\x00x", "source=qontak/date=2000-01-01/hour=00/x",
-             "/absolute", "."]
+]  # (control characters, NUL included, are refused in ids and labels: test_hostile_senders)
+TRAVERSAL = ["../../../../etc/passwd", "a/b/c", "%2F..%2F..%2Fraw", "..\\..\\x",
+             "source=qontak/date=2000-01-01/hour=00/x", "/absolute", "."]
+# ids with line breaks or NUL are refused before anything is archived
+CONTROL = ["line\nbreak", "cr\r\nX-Injected: yes", "nul\x00x"]
 
 
 def stored(value: str) -> str:
@@ -233,7 +233,15 @@ def test_traversal_in_ids_never_shapes_an_archive_key(route, sec_api, clean_redi
         raw_key = res.json()["raw_key"]
         assert RAW_KEY.fullmatch(raw_key) and raw_key.startswith(f"raw/source={route}/"), raw_key
         sent[raw_key + "\x1f" + str(i)] = body
+    for i, evil in enumerate(CONTROL):
+        doc = build(200 + i, evil)
+        if route == "generic":
+            doc["sender"]["phone"] = "081234567890"
+        res, _ = send(sec_api, route, doc)
+        assert res.status_code == 422 and "control characters" in res.json()["detail"], \
+            (evil, res.text)
     new = bucket_keys(s3_client, sec_settings) - before
+    assert len(new) <= len(TRAVERSAL)  # the refused ones archived nothing
     assert new and all(RAW_KEY.fullmatch(k) for k in new), sorted(new)
     assert all(k.startswith(f"raw/source={route}/") for k in new)
     # each body is archived byte for byte under the key the API answered
