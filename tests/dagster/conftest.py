@@ -13,8 +13,8 @@ from funnel_ingest.engine.keywords import KeywordSet, default_csv_path, load_csv
 from ..conftest import empty_engine_tables
 
 
-@pytest.fixture
-def resources(settings) -> dict:
+def dagster_resources(settings) -> dict:
+    """The code location's resources on `settings` (the test stack's by default)."""
     return {
         "postgres": PostgresResource(database_url=settings.database_url),
         "redis": RedisResource(redis_url=settings.redis_url),
@@ -25,6 +25,11 @@ def resources(settings) -> dict:
                          reports_bucket=settings.reports_bucket),
         "sheets": GoogleSheetsResource(),
     }
+
+
+@pytest.fixture
+def resources(settings) -> dict:
+    return dagster_resources(settings)
 
 
 @pytest.fixture

@@ -27,13 +27,12 @@ import psycopg
 import pytest
 import redis
 
-from funnel_ingest import db, s3
-from funnel_ingest.cli import start_api
-from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port, tail, wait_for
+from funnel_ingest import db
+from funnel_ingest.local_dagster import LocalDagster, tail, wait_for
 from funnel_ingest.sender import send_all
 from funnel_ingest.settings import Settings
-from tests.e2e.test_dagster_e2e import _delete_bucket, _drop_database, _stop_process_group
 from tests.faults.harness import Plan, build_plan
+from tests.private_stack import private_stack
 
 REDIS_DB = 12
 DRAIN_TIMEOUT = 120.0
@@ -73,55 +72,29 @@ class Deployment:
 @pytest.fixture(scope="package")
 def deployment(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Deployment]:
-    uid = uuid.uuid4().hex[:10]
     state_dir = tmp_path_factory.mktemp("deployment")
-    base = stack_env["DATABASE_URL"].rsplit("/", 1)[0]
-    funnel_db, dagster_db, ref_db = (f"funnel_dep_{uid}", f"funnel_dep_{uid}_dagster",
-                                     f"funnel_dep_{uid}_ref")
-    env = {**stack_env,
-           "DATABASE_URL": f"{base}/{funnel_db}",
-           "REDIS_URL": stack_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{REDIS_DB}",
-           "RAW_BUCKET": f"funnel-dep-{uid}-raw",
-           "REPORTS_BUCKET": f"funnel-dep-{uid}-reports",
-           "STREAM_SHARDS": "1",
-           "FUNNEL_START_DATE": ""}
-    settings = Settings().replace(database_url=env["DATABASE_URL"], redis_url=env["REDIS_URL"],
-                                  raw_bucket=env["RAW_BUCKET"],
-                                  reports_bucket=env["REPORTS_BUCKET"], stream_shards=1,
-                                  funnel_start_date="")
-    r = redis.Redis.from_url(settings.redis_url)
-    s3_client = s3.client(settings)
-    api = None
-    try:
-        db.ensure_database(settings.database_url)
-        db.migrate(settings.database_url)
-        s3.ensure_buckets(settings)
-        r.flushdb()
-        ref_url = f"{base}/{ref_db}"
+    ref_db = f"funnel_dep_ref_{uuid.uuid4().hex[:10]}"
+    ref_url = stack_env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{ref_db}"
+    found: dict = {}
+
+    def send_traffic(env: dict[str, str], api_url: str) -> None:
         db.ensure_database(ref_url)
         db.migrate(ref_url)
-        plan = build_plan(customers=150, seed=20261201, database_url=ref_url)
-        env = dagster_env(env, state_dir, pg_db=dagster_db)
-        port = free_port()
-        api = start_api(env, port, state_dir / "logs" / "api.log")
-        api_url = f"http://127.0.0.1:{port}"
-        report = asyncio.run(send_all(api_url, plan.samples, env, concurrency=16))
+        found["plan"] = plan = build_plan(customers=150, seed=20261201, database_url=ref_url)
+        for _attempt in range(3):  # a 503 is redelivered, as providers do (deduplicated)
+            report = asyncio.run(send_all(api_url, plan.samples, env, concurrency=16))
+            if report.statuses == {200: len(plan.samples)}:
+                break
+            print(f"deployment: redelivering after {dict(report.statuses)}")
         assert report.statuses == {200: len(plan.samples)}, report.statuses
         with psycopg.connect(ref_url) as conn:
-            days = [d for (d,) in conn.execute(
+            found["days"] = [d for (d,) in conn.execute(
                 "SELECT DISTINCT message_date FROM classified_messages ORDER BY 1")]
-        with LocalDagster(env, state_dir) as dagster:
-            dep = Deployment(env, settings, api_url, dagster, state_dir, plan, days)
-            print(f"\ndeployment: API {api_url}, Dagster {dagster.base_url}, "
-                  f"logs {state_dir / 'logs'}")
-            dep.wait_drained()
-            yield dep
-    finally:
-        if api is not None:
-            _stop_process_group(api)
-        r.flushdb()
-        r.close()
-        for bucket in (settings.raw_bucket, settings.reports_bucket):
-            _delete_bucket(s3_client, bucket)
-        for name in (funnel_db, dagster_db, ref_db):
-            _drop_database(settings.database_url, name)
+
+    with private_stack(stack_env, state_dir, tag="dep", redis_db=REDIS_DB,
+                       extra_env={"FUNNEL_START_DATE": ""}, extra_databases=(ref_db,),
+                       before_dagster=send_traffic) as st:
+        dep = Deployment(st.env, st.settings, st.api_url, st.dagster, state_dir,
+                         found["plan"], found["days"])
+        dep.wait_drained()
+        yield dep

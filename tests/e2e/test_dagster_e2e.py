@@ -29,12 +29,11 @@ import psycopg
 import pytest
 import redis
 
-from funnel_ingest import db, s3
-from funnel_ingest.cli import start_api
-from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port, tail, wait_for
+from funnel_ingest.local_dagster import LocalDagster, tail, wait_for
 from funnel_ingest.samples import Sample, indonesian_phone, whatsapp_body
 from funnel_ingest.sender import send_all
 from funnel_ingest.settings import Settings
+from tests.private_stack import private_stack
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_REDIS_DB = 11
@@ -57,78 +56,13 @@ class Running:
     state_dir: Path
 
 
-def _drop_database(database_url: str, name: str) -> None:
-    admin = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            psycopg.sql.Identifier(name)))
-
-
-def _delete_bucket(client, bucket: str) -> None:
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-        client.delete_bucket(Bucket=bucket)
-    except client.exceptions.NoSuchBucket:
-        pass
-
-
-def _stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # start_api starts a new session
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def running(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Running]:
     """The API and a Postgres-backed Dagster (webserver + daemon) on private state."""
-    uid = uuid.uuid4().hex[:10]
     state_dir = tmp_path_factory.mktemp("e2e")
-    base = stack_env["DATABASE_URL"].rsplit("/", 1)[0]
-    funnel_db, dagster_db = f"funnel_e2e_{uid}", f"funnel_e2e_{uid}_dagster"
-    env = {**stack_env,
-           "DATABASE_URL": f"{base}/{funnel_db}",
-           "REDIS_URL": stack_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}",
-           "RAW_BUCKET": f"funnel-e2e-{uid}-raw",
-           "REPORTS_BUCKET": f"funnel-e2e-{uid}-reports",
-           "STREAM_SHARDS": "1"}
-    settings = Settings().replace(database_url=env["DATABASE_URL"], redis_url=env["REDIS_URL"],
-                                  raw_bucket=env["RAW_BUCKET"],
-                                  reports_bucket=env["REPORTS_BUCKET"], stream_shards=1)
-    r = redis.Redis.from_url(settings.redis_url)
-    s3_client = s3.client(settings)
-    api = None
-    try:
-        db.ensure_database(settings.database_url)
-        db.migrate(settings.database_url)
-        s3.ensure_buckets(settings)
-        r.flushdb()
-        env = dagster_env(env, state_dir, pg_db=dagster_db)
-        port = free_port()
-        api = start_api(env, port, state_dir / "logs" / "api.log")
-        with LocalDagster(env, state_dir) as dagster:
-            print(f"\ne2e: API http://127.0.0.1:{port}, Dagster {dagster.base_url}, "
-                  f"logs {state_dir / 'logs'}")
-            yield Running(env, settings, f"http://127.0.0.1:{port}", dagster, state_dir)
-    finally:
-        if api is not None:
-            _stop_process_group(api)
-        r.flushdb()
-        r.close()
-        for bucket in (settings.raw_bucket, settings.reports_bucket):
-            _delete_bucket(s3_client, bucket)
-        for name in (funnel_db, dagster_db):
-            _drop_database(settings.database_url, name)
+    with private_stack(stack_env, state_dir, tag="e2e", redis_db=E2E_REDIS_DB) as st:
+        yield Running(st.env, st.settings, st.api_url, st.dagster, state_dir)
 
 
 # --------------------------------------------------------------------------- the funnel

@@ -171,16 +171,9 @@ def test_funnel_export_neutralizes_formula_cells_unless_exact_values(hostile_fun
 
 def test_the_dagster_csv_neutralizes_formula_cells_and_counts_rows_not_newlines(
         hostile_funnel, settings, s3_client):
-    from funnel_dagster.defs.resources import PostgresResource, RedisResource, S3Resource
+    from ..dagster.conftest import dagster_resources
 
-    resources = {
-        "postgres": PostgresResource(database_url=settings.database_url),
-        "redis": RedisResource(redis_url=settings.redis_url),
-        "s3": S3Resource(endpoint_url=settings.s3_endpoint_url,
-                         access_key_id=settings.s3_access_key_id,
-                         secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-                         region=settings.s3_region, raw_bucket=settings.raw_bucket,
-                         reports_bucket=settings.reports_bucket)}
+    resources = dagster_resources(settings)
     result = dg.materialize([assets.funnel_report_csv], partition_key=DAY.isoformat(),
                             resources=resources)
     assert result.success
