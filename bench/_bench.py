@@ -10,7 +10,6 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,9 +26,8 @@ def stack_env(quiet: bool = False) -> dict[str, str]:
 def fresh_database(env: dict[str, str], name: str, *also_drop: str) -> str:
     """Drop `name` (and `also_drop`), create it on the stack's server, migrate it; its URL."""
     base = env["DATABASE_URL"].rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        for db_name in (name, *also_drop):
-            admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    for db_name in (name, *also_drop):
+        db.drop_database(f"{base}/{db_name}")
     url = f"{base}/{name}"
     db.ensure_database(url)
     db.migrate(url)

@@ -135,19 +135,8 @@ def main() -> None:
                   f"messages, {meta['archived_messages'] / seconds:,.0f} msgs/s), "
                   f"peak RSS {rss:,.0f} MiB")
     finally:
-        delete_bucket(bucket)
-
-
-def delete_bucket(bucket: str) -> None:
-    from funnel_ingest import s3
-    from funnel_ingest.settings import get_settings
-
-    client = s3.client(get_settings())
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-    client.delete_bucket(Bucket=bucket)
+        from funnel_ingest import s3
+        s3.delete_bucket(s3.client(get_settings()), bucket)
 
 
 if __name__ == "__main__":

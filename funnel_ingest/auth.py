@@ -43,11 +43,6 @@ def hmac_precheck(header: str | None, secret: str) -> BodyCheck:
     return check
 
 
-def verify_hmac_sha256(body: bytes, header: str | None, secret: str) -> None:
-    """Check `sha256=<hex HMAC-SHA256(body, secret)>` over `body`."""
-    hmac_precheck(header, secret)(body)
-
-
 def verify_token(header: str | None, token: str) -> None:
     if not header:
         raise AuthError("missing_token", "the X-Webhook-Token header is missing", 401)
@@ -75,13 +70,6 @@ def crm_precheck(token_header: str | None, signature_header: str | None, token: 
         verify_token(token_header, token)
         return lambda _body: "token"
     raise AuthError("missing_signature", "the X-Webhook-Signature header is missing", 401)
-
-
-def verify_crm(body: bytes, token_header: str | None, signature_header: str | None,
-               token: str, hmac_secret: str, require_signature: bool = False) -> str:
-    """`crm_precheck` and the body check at once."""
-    return crm_precheck(token_header, signature_header, token, hmac_secret,
-                        require_signature)(body)
 
 
 def sign(body: bytes, secret: str) -> str:

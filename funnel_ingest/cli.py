@@ -373,7 +373,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import redis
 
     from . import s3, stack
-    from .local_dagster import LocalDagster, dagster_env, free_port
+    from .local_dagster import LocalDagster, dagster_vars, free_port
     from .report import csv_chunks
     from .sender import send_all
     from .settings import get_settings
@@ -386,7 +386,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     port = args.port or free_port()
     _err(f"starting the API on 127.0.0.1:{port} (log: {state / 'logs' / 'api.log'})")
     api = start_api(env, port, state / "logs" / "api.log")
-    denv = dagster_env(env, state)
+    denv = {**env, **dagster_vars(env["DATABASE_URL"], state)}  # prepared by cmd_up
     _err("starting Dagster (webserver + daemon; the stream sensor drains every 5 s) ...")
     dagster = LocalDagster(denv, state, port=args.dagster_port or None)
     try:

@@ -97,6 +97,16 @@ def migrate(database_url: str, directory: Path | None = None) -> list[int]:
     return applied_now
 
 
+def drop_database(database_url: str) -> None:
+    """Drop the URL's database if it exists, closing its connections (throwaway databases of
+    tests and benchmarks)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url).get("dbname") or "postgres"
+    admin = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            psycopg.sql.Identifier(dbname)))
+
+
 def ensure_database(database_url: str) -> bool:
     """Create the URL's database when it does not exist (needs a server that answers).
 

@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await archive.start()
             stack.push_async_callback(archive.stop)
             app.state.settings = cfg
+            app.state.readiness = ops.Readiness()
             app.state.redis = redis_client
             app.state.s3 = s3_client
             app.state.ingestor = Ingestor(archive, StreamWriter(redis_client, cfg))

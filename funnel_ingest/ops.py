@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -29,23 +28,13 @@ READY_CACHE_SECONDS = 2.0  # one check of the stores serves every /readyz call f
 
 
 def _ping_pool(pool) -> None:
+    """SELECT 1 on a connection of the API's pool (never a new connection per call: the
+    endpoint needs no key, and Postgres' connection limit is shared with Dagster)."""
     with pool.connection(timeout=2) as conn:
         conn.execute("SELECT 1")
 
 
-async def _check_postgres(state) -> None:
-    """SELECT 1 on a connection of the API's pool (never a new connection per call: the
-    endpoint needs no key, and Postgres' connection limit is shared with Dagster)."""
-    pool = getattr(state, "report_pool", None)
-    if pool is not None:
-        await asyncio.to_thread(_ping_pool, pool)
-        return
-    conn = await psycopg.AsyncConnection.connect(state.settings.database_url, connect_timeout=2)
-    async with conn:
-        await conn.execute("SELECT 1")
-
-
-class _Readiness:
+class Readiness:
     """The last readiness answer and when it was made; one check at a time."""
 
     def __init__(self) -> None:
@@ -68,9 +57,7 @@ async def readyz(request: Request) -> JSONResponse:
     cached for READY_CACHE_SECONDS and concurrent calls share one check, so a flood of calls
     costs the stores nothing more."""
     state = request.app.state
-    if not hasattr(state, "readiness"):
-        state.readiness = _Readiness()
-    cache: _Readiness = state.readiness
+    cache: Readiness = state.readiness
     async with cache.lock:
         if time.monotonic() - cache.at >= READY_CACHE_SECONDS:
             cache.answer = await _check_stores(state)
@@ -81,7 +68,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 async def _check_stores(state) -> tuple[dict, int]:
     checks = {
-        "postgres": _check_postgres(state),
+        "postgres": asyncio.to_thread(_ping_pool, state.report_pool),
         "redis": state.redis.ping(),
         "s3": state.s3.head_bucket(Bucket=state.settings.raw_bucket),
     }

@@ -77,3 +77,15 @@ def ensure_buckets(settings: Settings) -> None:
                 s3.create_bucket(Bucket=bucket)
             except s3.exceptions.BucketAlreadyOwnedByYou:
                 pass
+
+
+def delete_bucket(client: Any, bucket: str) -> None:
+    """Empty and delete `bucket` if it exists (throwaway buckets of tests and benchmarks)."""
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=bucket)
+    except client.exceptions.NoSuchBucket:
+        pass

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import redis
 
 from funnel_ingest import db, s3
@@ -30,28 +29,6 @@ class PrivateStack:
     api_url: str
     dagster: LocalDagster
     state_dir: Path
-    base_url: str  # the Postgres server (no database), for helper databases
-
-    def database_url(self, name: str) -> str:
-        return f"{self.base_url}/{name}"
-
-
-def drop_database(database_url: str, name: str) -> None:
-    admin = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            psycopg.sql.Identifier(name)))
-
-
-def delete_bucket(client, bucket: str) -> None:
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-        client.delete_bucket(Bucket=bucket)
-    except client.exceptions.NoSuchBucket:
-        pass
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -104,13 +81,13 @@ def private_stack(stack_env: dict[str, str], state_dir: Path, *, tag: str, redis
         with LocalDagster(env, state_dir) as dagster:
             print(f"\n{tag}: API {api_url}, Dagster {dagster.base_url}, "
                   f"logs {state_dir / 'logs'}")
-            yield PrivateStack(env, settings, api_url, dagster, state_dir, base)
+            yield PrivateStack(env, settings, api_url, dagster, state_dir)
     finally:
         if api is not None:
             stop_process_group(api)
         r.flushdb()
         r.close()
         for bucket in (settings.raw_bucket, settings.reports_bucket):
-            delete_bucket(s3_client, bucket)
+            s3.delete_bucket(s3_client, bucket)
         for name in (funnel_db, dagster_db, *extra_databases):
-            drop_database(settings.database_url, name)
+            db.drop_database(f"{base}/{name}")

@@ -17,9 +17,7 @@ def fresh_db(settings):
     url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
     db.ensure_database(url)
     yield url
-    admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    db.drop_database(url)
 
 
 def test_concurrent_runners_apply_each_migration_once(fresh_db):

@@ -98,7 +98,7 @@ def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresRes
                           lead_window_days=settings.lead_window_days, log=context.log.info)
         funnel_meta = funnel_metadata(conn)
     for day in result.days:
-        context.add_asset_metadata({**day_metadata({"messages": day.messages, **day.stages}),
+        context.add_asset_metadata({**day_metadata(day.counts),
                                     "restored_from_archive": day.restored,
                                     "customers_updated": day.customers},
                                    partition_key=day.day.isoformat())

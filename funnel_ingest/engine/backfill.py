@@ -37,11 +37,14 @@ CHUNK = 20_000
 @dataclass
 class DayResult:
     day: date
-    messages: int = 0            # stored messages of the day after the backfill
-    restored: int = 0            # of them, added from the archive by this backfill
+    counts: dict[str, int]       # the day's stored messages and per-stage counts (day_counts)
+    restored: int = 0            # messages added from the archive by this backfill
     customers: int = 0           # customers whose funnel was recomputed
-    stages: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def messages(self) -> int:
+        return self.counts.get("messages", 0)
 
 
 @dataclass
@@ -95,8 +98,7 @@ def backfill(conn: psycopg.Connection, s3: Any, bucket: str, classifier: Classif
             lock_writers(conn, exclusive=True)
             redone = reclassify(conn, classifier, day, day, lead_window_days=lead_window_days)
             counts = day_counts(conn, [day]).get(day, {})
-        out = DayResult(day, messages=counts.pop("messages", 0), restored=restored.get(day, 0),
-                        customers=redone.customers, stages=counts,
+        out = DayResult(day, counts, restored=restored.get(day, 0), customers=redone.customers,
                         seconds=time.perf_counter() - t1)
         result.days.append(out)
         log(f"{day} ({n}/{len(days)}): {out.messages} messages re-classified, "

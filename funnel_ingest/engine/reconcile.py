@@ -30,12 +30,12 @@ from typing import Any
 import psycopg
 import redis
 
-from ..messages import SOURCES, DeadLetter, NormalizedMessage, ParseResult, StatusEvent
+from ..messages import DeadLetter, NormalizedMessage, ParseResult, StatusEvent
 from ..settings import Settings
 from ..stream import ROOM_PREFIX, append_sync
 from .drain import _text
-from .replay import read_objects
-from .store import _copy, _empty_temp_table
+from .replay import archive_keys, read_objects
+from .store import message_key, stored_keys
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ class ReconcileReport:
         return sum(self.missing.values())
 
 
-def _message_key(m: NormalizedMessage) -> tuple[str, str, str]:
-    return (m.source, m.message_id, m.room_key)
-
-
 def _status_key(st: StatusEvent) -> tuple[str, str, str]:
     return (st.source, st.message_id, st.status)
 
@@ -76,16 +72,13 @@ def archive_keys_between(s3: Any, bucket: str, since: datetime, until: datetime)
     keys: list[str] = []
     day = since.date()
     while day <= until.date():
-        for source in SOURCES:
-            prefix = f"raw/source={source}/date={day.isoformat()}/"
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    m = _HOUR.search(obj["Key"])
-                    if not m:
-                        continue
-                    hour = datetime.fromisoformat(f"{m[1]}T{m[2]}:00:00+00:00")
-                    if hour + timedelta(hours=1) > since and hour <= until:
-                        keys.append(obj["Key"])
+        for key in archive_keys(s3, bucket, day):
+            m = _HOUR.search(key)
+            if not m:
+                continue
+            hour = datetime.fromisoformat(f"{m[1]}T{m[2]}:00:00+00:00")
+            if hour + timedelta(hours=1) > since and hour <= until:
+                keys.append(key)
         day += timedelta(days=1)
     # the file name starts with the UTC write time: sorting by it is archive order
     return sorted(keys, key=lambda k: k.rsplit("/", 1)[-1])
@@ -105,7 +98,7 @@ def _stream_keys(r: redis.Redis, settings: Settings) -> dict[str, set[tuple[str,
             for _, fields in entries:
                 try:
                     if kind == "message":
-                        found[kind].add(_message_key(NormalizedMessage.from_fields(fields)))
+                        found[kind].add(message_key(NormalizedMessage.from_fields(fields)))
                     elif kind == "status":
                         found[kind].add(_status_key(_status_from(fields)))
                     else:
@@ -114,32 +107,6 @@ def _stream_keys(r: redis.Redis, settings: Settings) -> dict[str, set[tuple[str,
                     continue  # a garbled entry: the drain dead-letters it
             start = "(" + _text(entries[-1][0])
     return found
-
-
-_STORED_SQL = {
-    "message": ("reconcile_messages", "source text, message_id text, room_key text",
-                """SELECT k.source, k.message_id, k.room_key FROM reconcile_messages k
-                   JOIN classified_messages c USING (source, message_id, room_key)"""),
-    "status": ("reconcile_statuses", "source text, message_id text, status text",
-               """SELECT k.source, k.message_id, k.status FROM reconcile_statuses k
-                  JOIN message_statuses s USING (source, message_id, status)"""),
-    "deadletter": ("reconcile_dead", "raw_key text, raw_line text, message_id text",
-                   """SELECT DISTINCT k.raw_key, k.raw_line, k.message_id FROM reconcile_dead k
-                      JOIN dead_letters d ON d.raw_key = k.raw_key
-                       AND d.raw_line = k.raw_line::int
-                       AND coalesce(d.message_id, '') = k.message_id"""),
-}
-
-
-def _stored(conn: psycopg.Connection, kind: str,
-            keys: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-    if not keys:
-        return set()
-    table, definition, query = _STORED_SQL[kind]
-    _empty_temp_table(conn, table, f"({definition})")
-    columns = [c.split()[0] for c in definition.split(", ")]
-    _copy(conn, table, columns, keys)
-    return {tuple(row) for row in conn.execute(query)}
 
 
 def restore_rooms(conn: psycopg.Connection, r: redis.Redis, settings: Settings) -> int:
@@ -171,7 +138,7 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
     wanted: dict[str, set[tuple[str, str, str]]] = {"message": set(), "status": set(),
                                                      "deadletter": set()}
     for _, part in read_objects(s3, settings.raw_bucket, keys):
-        wanted["message"].update(_message_key(m) for m in part.messages)
+        wanted["message"].update(message_key(m) for m in part.messages)
         wanted["status"].update(_status_key(s) for s in part.statuses)
         wanted["deadletter"].update(_dead_key(d) for d in part.dead_letters)
     waiting = _stream_keys(r, settings)   # streams first, then Postgres (see step 2)
@@ -180,7 +147,7 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
         for kind, items in wanted.items():
             report.archived[kind] = len(items)
             report.on_stream[kind] = len(items & waiting[kind])
-            stored = _stored(conn, kind, items - waiting[kind])
+            stored = stored_keys(conn, kind, items - waiting[kind])
             report.stored[kind] = len(stored)
             missing[kind] = items - waiting[kind] - stored
             report.missing[kind] = len(missing[kind])
@@ -199,7 +166,7 @@ def reconcile(conn: psycopg.Connection, r: redis.Redis, s3: Any, settings: Setti
     for _, part in read_objects(s3, settings.raw_bucket, keys):
         if not any(missing.values()):
             break
-        batch.messages += [m for m in part.messages if take("message", _message_key(m))]
+        batch.messages += [m for m in part.messages if take("message", message_key(m))]
         batch.statuses += [s for s in part.statuses if take("status", _status_key(s))]
         batch.dead_letters += [d for d in part.dead_letters if take("deadletter", _dead_key(d))]
         if len(batch) >= chunk:

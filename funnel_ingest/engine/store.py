@@ -146,22 +146,45 @@ def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
         ))
 
 
+def message_key(m: NormalizedMessage) -> tuple[str, str, str]:
+    """A message's idempotency key as stored: (source, message id, room key)."""
+    return (m.source, m.message_id, m.room_key)
+
+
+STORED_KEYS_SQL = {
+    "message": ("stored_message_keys", "source text, message_id text, room_key text",
+                """SELECT k.source, k.message_id, k.room_key FROM stored_message_keys k
+                   JOIN classified_messages c USING (source, message_id, room_key)"""),
+    "status": ("stored_status_keys", "source text, message_id text, status text",
+               """SELECT k.source, k.message_id, k.status FROM stored_status_keys k
+                  JOIN message_statuses s USING (source, message_id, status)"""),
+    "deadletter": ("stored_dead_keys", "raw_key text, raw_line text, message_id text",
+                   """SELECT DISTINCT k.raw_key, k.raw_line, k.message_id FROM stored_dead_keys k
+                      JOIN dead_letters d ON d.raw_key = k.raw_key
+                       AND d.raw_line = k.raw_line::int
+                       AND coalesce(d.message_id, '') = k.message_id"""),
+}
+
+
+def stored_keys(conn: psycopg.Connection, kind: str,
+                keys: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Which of `keys` of one kind (`message`, `status`, `deadletter`) are stored already: one
+    COPY of the keys and one join."""
+    if not keys:
+        return set()
+    table, definition, query = STORED_KEYS_SQL[kind]
+    _empty_temp_table(conn, table, f"({definition})")
+    columns = [c.split()[0] for c in definition.split(", ")]
+    _copy(conn, table, columns, keys)
+    return {tuple(row) for row in conn.execute(query)}
+
+
 def not_stored(conn: psycopg.Connection, messages: Sequence[NormalizedMessage]
                ) -> list[NormalizedMessage]:
-    """The messages whose idempotency key is not in `classified_messages` (one COPY of the keys
-    and one anti-join): what a restore from the archive needs to classify, instead of all."""
-    if not messages:
-        return []
-    _empty_temp_table(conn, "stage_keys",
-                      "(n integer, source text, message_id text, room_key text)")
-    _copy(conn, "stage_keys", ("n", "source", "message_id", "room_key"),
-          (_row((n, m.source, m.message_id, m.room_key)) for n, m in enumerate(messages)))
-    rows = conn.execute(
-        """SELECT k.n FROM stage_keys k
-            WHERE NOT EXISTS (SELECT 1 FROM classified_messages c WHERE c.source = k.source
-                                 AND c.message_id = k.message_id AND c.room_key = k.room_key)
-            ORDER BY k.n""").fetchall()
-    return [messages[n] for (n,) in rows]
+    """The messages whose idempotency key is not in `classified_messages` (`stored_keys`): what a
+    restore from the archive needs to classify, instead of all."""
+    stored = stored_keys(conn, "message", {message_key(m) for m in messages})
+    return [m for m in messages if message_key(m) not in stored]
 
 
 def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],

@@ -42,14 +42,8 @@ def empty_store(settings):
                              funnel_start_date="")
     s3.ensure_buckets(fresh)
     yield fresh
-    client = s3.client(fresh)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=fresh.raw_bucket):
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=fresh.raw_bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=fresh.raw_bucket)
-    with psycopg.connect(settings.database_url.rsplit("/", 1)[0] + "/postgres",
-                         autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    s3.delete_bucket(s3.client(fresh), fresh.raw_bucket)
+    db.drop_database(url)
 
 
 def test_the_start_date_setting_wins(empty_store):

@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from funnel_ingest import db
@@ -23,19 +22,13 @@ def plan(stack_env: dict[str, str]) -> Iterator[Plan]:
     """One simulated two days of traffic (about 800 webhooks) and its reference funnel."""
     name = f"{TEST_DB}_fault_ref"
     url = stack_env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
-    admin = stack_env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    drop()
+    db.drop_database(url)
     db.ensure_database(url)
     db.migrate(url)
     try:
         yield build_plan(customers=200, seed=20261129, database_url=url)
     finally:
-        drop()
+        db.drop_database(url)
 
 
 @pytest.fixture
