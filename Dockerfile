@@ -1,5 +1,5 @@
 # One image for the three Funnel Message processes:
-#   api               funnel api --host 0.0.0.0 --port 8000 (the default CMD): uvicorn with
+#   api               funnel api --host 0.0.0.0 --port 8000 (the default CMD): granian with
 #                     API_WORKERS workers (default one per CPU), metrics aggregated across them
 #   dagster-webserver dagster-webserver -h 0.0.0.0 -p 3000 -w /app/workspace.yaml
 #   dagster-daemon    dagster-daemon run -w /app/workspace.yaml

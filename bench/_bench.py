@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -64,7 +65,7 @@ def default_workers() -> int:
 
 @contextmanager
 def api_server(env: dict[str, str], workers: int, log_name: str = "bench-api.log"):
-    """`funnel api` with `workers` uvicorn workers as a child process; yields (url, Popen)."""
+    """`funnel api` with `workers` granian workers as a child process; yields (url, Popen)."""
     from funnel_ingest.cli import start_api
     from funnel_ingest.local_dagster import free_port
 
@@ -73,11 +74,11 @@ def api_server(env: dict[str, str], workers: int, log_name: str = "bench-api.log
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # granian's supervisor and its workers
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from _bench import fresh_database, redis_db, stack_env  # noqa: E402
 from funnel_ingest import auth, s3, stack  # noqa: E402
-from funnel_ingest.cli import start_api  # noqa: E402
+from funnel_ingest.cli import start_api, stop_process_group  # noqa: E402
 from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port  # noqa: E402
 from funnel_ingest.samples import indonesian_phone, whatsapp_body  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
@@ -120,7 +120,7 @@ def main() -> None:
         print(f"drain runs: {runs.get('data', {}).get('runsOrError', {}).get('count')}")
     finally:
         dagster.stop()
-        api.terminate()
+        stop_process_group(api)
 
 
 if __name__ == "__main__":

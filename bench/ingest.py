@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest.py                 # the standard runs (closed loop)
     .venv/bin/python bench/ingest.py --workers 1     # with one API worker
 
-Brings the local stack up (`funnel up`), starts the API (`funnel api`, `--workers` uvicorn
+Brings the local stack up (`funnel up`), starts the API (`funnel api`, `--workers` granian
 workers) as a separate process on a bench Redis db and bucket, and drives it from a separate
 load-generator process (bench/loadgen.py) keeping 64 requests in flight. After each run it
 checks durability: every acknowledged message must be on the stream. Prints one table line per

@@ -4,7 +4,7 @@
     .venv/bin/python bench/load.py --find-max                     # highest rate with p99 < 100 ms
     .venv/bin/python bench/load.py --rate 1000 --workers 1,2      # compare API worker counts
 
-The API runs as its own process (`funnel api`, `--workers` uvicorn workers; default what
+The API runs as its own process (`funnel api`, `--workers` granian workers; default what
 `funnel api` runs: API_WORKERS, else one per CPU) on loopback against the local stack (a bench
 Redis db and bucket); the load generator (bench/loadgen.py) is another process firing single-
 message webhooks on a fixed schedule, latency measured from each request's scheduled send time.

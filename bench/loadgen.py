@@ -122,7 +122,7 @@ class _Connection(asyncio.Protocol):
 class Client:
     """At most `limit` connections to host:port, reused most-recently-idle first. A connection
     idle for more than `MAX_IDLE` s is closed rather than reused: the server may be closing it
-    (uvicorn's keep-alive timeout is 5 s), and that race is the client's, not the service's."""
+    (granian closes a connection idle for HTTP_HEADER_TIMEOUT_SECONDS), and that race is the client's, not the service's."""
 
     MAX_IDLE = 2.0
 

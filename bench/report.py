@@ -9,7 +9,7 @@ for a month and a channel; a full CSV export streams without loading everything 
    `--leads` synthetic funnel rows by COPY (channel shares, stage rates and stage times like
    the simulator's: ads 33 %, direct 27 %, website 21 %, campaign_blast 19 %; 60 % booked,
    40 % paid), then VACUUM ANALYZE (as autovacuum leaves a table that stopped changing);
-2. the API runs as its own process (one uvicorn worker) on that database;
+2. the API runs as its own process (one granian worker) on that database;
 3. measured over HTTP: `/funnel-report` first page (rows + summary) for the busiest month and
    one channel (the channels in turn), the next page by cursor, `/funnel-report/daily` for the
    same filter, the month over all channels, and the full CSV export (every row, streamed),
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from funnel_ingest import db, stack  # noqa: E402
-from funnel_ingest.cli import start_api  # noqa: E402
+from funnel_ingest.cli import api_worker_pids, start_api, stop_process_group  # noqa: E402
 from funnel_ingest.local_dagster import free_port  # noqa: E402
 from funnel_ingest.report import ReportFilter  # noqa: E402
 from funnel_ingest.report_cli import export  # noqa: E402
@@ -208,7 +208,8 @@ def main() -> None:
             print(line("/funnel-report month, all channels",
                        timed(client, "/funnel-report", [span], max(20, args.requests // 5))))
 
-            rss_before = peak_rss_mb(api.pid)
+            (worker,) = api_worker_pids(api)
+            rss_before = peak_rss_mb(worker)
             t = time.perf_counter()
             size_bytes = rows = chunks = 0
             with client.stream("GET", "/funnel-report", params={"format": "csv"}) as r:
@@ -218,14 +219,13 @@ def main() -> None:
                     rows += chunk.count(b"\n")
                     chunks += 1
             dt = time.perf_counter() - t
-            rss_after = peak_rss_mb(api.pid)
+            rss_after = peak_rss_mb(worker)
             print(f"{'full CSV export over HTTP':44} {dt:.1f} s: {rows - 1:,} rows, "
                   f"{size_bytes / 1e6:,.0f} MB in {chunks:,} chunks "
                   f"({(rows - 1) / dt:,.0f} rows/s); API peak RSS {rss_before:.0f} MB before, "
                   f"{rss_after:.0f} MB after")
     finally:
-        api.terminate()
-        api.wait(10)
+        stop_process_group(api)
 
     settings = Settings(database_url=url)
     with tempfile.TemporaryDirectory() as tmp:

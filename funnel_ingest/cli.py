@@ -15,6 +15,7 @@ import asyncio
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -86,20 +87,44 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    """`API_WORKERS` uvicorn workers (default: one per usable CPU). Several workers share their
-    Prometheus metrics through a fresh PROMETHEUS_MULTIPROC_DIR, removed when they stop."""
+    """`API_WORKERS` granian workers (default: one per usable CPU) serving the app, with the
+    protocol limits of the settings: header bytes (431 past HTTP_MAX_HEADER_BYTES; the header
+    count is the server's 100) and a deadline for the headers (HTTP_HEADER_TIMEOUT_SECONDS,
+    then the connection is closed). Bodies are bounded in the app (funnel_ingest/edge.py).
+    Several workers share their Prometheus metrics through a fresh PROMETHEUS_MULTIPROC_DIR,
+    removed when they stop."""
     import shutil
     import tempfile
 
-    import uvicorn
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
+    from granian.http import HTTP1Settings
+
+    from .settings import get_settings
+
+    cfg = get_settings()  # a bad setting stops here, before any worker starts
     workers = int(os.environ.get("API_WORKERS") or len(os.sched_getaffinity(0)))
     metrics_dir = ""
     if workers > 1:  # set before any worker imports prometheus_client
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
             prefix="funnel-metrics-")
     try:
-        uvicorn.run("funnel_ingest.main:app", host=args.host, port=args.port, log_level="info",
-                    access_log=False, workers=workers)
+        Granian(
+            "funnel_ingest.main:app", address=args.host, port=args.port,
+            interface=Interfaces.ASGI, workers=workers, http=HTTPModes.http1,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=max(1, round(cfg.http_header_timeout_seconds * 1000)),
+                max_buffer_size=cfg.http_max_header_bytes),
+            backlog=4096, backpressure=cfg.http_max_connections,
+            log_access=False, respawn_failed_workers=True, workers_kill_timeout=15,
+            log_level=LogLevels(cfg.log_level.lower()),
+            # the server's lines formatted as the app's (main.create_app's basicConfig)
+            log_dictconfig={"formatters": {
+                "generic": {"()": "logging.Formatter",
+                            "fmt": "%(asctime)s %(levelname)s granian %(message)s"},
+                "access": {"()": "logging.Formatter", "fmt": "%(message)s"}}},
+        ).serve()
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -255,7 +280,7 @@ def dagster_instance():
     import dagster as dg
 
     from . import stack
-    from .local_dagster import dagster_home, dagster_vars
+    from .local_dagster import dagster_env, dagster_home
 
     if not os.environ.get("DAGSTER_HOME"):
         home = dagster_home(stack.state_dir())
@@ -264,7 +289,9 @@ def dagster_instance():
                  "will not show in the Dagster UI")
             return dg.DagsterInstance.ephemeral()
         from .settings import get_settings
-        os.environ.update(dagster_vars(get_settings().database_url, stack.state_dir()))
+        # the storage database of this DATABASE_URL (`<db>_dagster`), created when missing
+        os.environ.update(dagster_env({"DATABASE_URL": get_settings().database_url},
+                                      stack.state_dir()))
     return dg.DagsterInstance.get()
 
 
@@ -321,8 +348,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def start_api(env: dict[str, str], port: int, log_file: Path,
               workers: int | None = None) -> subprocess.Popen:
     """Start the API (`funnel api`) as a child process and wait until /readyz answers 200.
-    `workers`: else API_WORKERS of `env` or the environment, else 1 (the child is then the
-    serving process itself, not a supervisor)."""
+    `workers`: else API_WORKERS of `env` or the environment, else 1. The child is granian's
+    supervisor, its workers are its children: signal the process group to stop them all."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **env}
     child_env["API_WORKERS"] = str(workers or child_env.get("API_WORKERS") or 1)
@@ -343,6 +370,33 @@ def start_api(env: dict[str, str], port: int, log_file: Path,
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"the API did not become ready in 60 s; see {log_file}")
+
+
+def api_worker_pids(proc: subprocess.Popen) -> list[int]:
+    """The serving processes of an API started by `start_api`: granian's workers, the
+    children of the supervisor `proc` (what to measure memory or CPU of)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to `proc`'s process group (start_api and the local Dagster start one each),
+    SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def _demo_traffic(customers: int, seed: int | None):
@@ -434,11 +488,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0 if report.accepted == report.sent else 1
     finally:
         dagster.stop()
-        api.terminate()
-        try:
-            api.wait(10)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop_process_group(api)
 
 
 def build_parser() -> argparse.ArgumentParser:

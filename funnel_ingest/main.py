@@ -1,4 +1,4 @@
-"""The ingest service: `uvicorn funnel_ingest.main:app`."""
+"""The ingest service: `funnel api` (granian serving `funnel_ingest.main:app`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from . import db, keywords_api, ops, report_api, s3, webhooks
 from .archive import RawArchive
+from .edge import BodyLimits
 from .ingest import Ingestor
 from .settings import Settings, get_settings
 from .stream import StreamWriter
@@ -40,7 +41,8 @@ def redact_query(path: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """On uvicorn's access logger: its `%s` arguments hold the request path with the query."""
+    """On uvicorn's access logger (the tests serve the app with uvicorn; `funnel api` runs
+    granian with its access log off): its `%s` arguments hold the request path with the query."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Chat webhooks to a durable raw archive and a Redis Stream.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimits, settings=lambda: app.state.settings)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

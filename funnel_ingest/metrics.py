@@ -1,6 +1,6 @@
 """Prometheus metrics of the ingest service.
 
-One API process: the metrics live in `REGISTRY`. Several uvicorn workers (`API_WORKERS` > 1):
+One API process: the metrics live in `REGISTRY`. Several granian workers (`API_WORKERS` > 1):
 `funnel api` gives them one fresh `PROMETHEUS_MULTIPROC_DIR` before they start, each worker
 writes its samples to memory-mapped files there, and `/metrics` — whichever worker answers —
 aggregates all of them (`MultiProcessCollector`): counters and histograms are summed, the
@@ -29,6 +29,9 @@ ACCEPTED = Counter("funnel_webhooks_accepted_total", "Webhook requests acknowled
                    ["source"], registry=REGISTRY)
 REJECTED = Counter("funnel_webhooks_rejected_total", "Webhook requests refused, by reason.",
                    ["source", "reason"], registry=REGISTRY)
+EDGE_REFUSED = Counter("funnel_http_refused_total",
+                       "Requests refused by the body limits (busy: 503, body_timeout: 408).",
+                       ["reason"], registry=REGISTRY)
 ITEMS = Counter("funnel_items_total",
                 "Items parsed from acknowledged requests (message, status, deadletter).",
                 ["source", "kind"], registry=REGISTRY)

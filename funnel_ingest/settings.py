@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     deadletter_stream: str = "funnel:deadletter"
     stream_maxlen: int = Field(default=0, ge=0, description="0 = never trim on append")
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    # HTTP edge of `funnel api` (the server bounds headers; funnel_ingest/edge.py bodies)
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="a client must send its request headers within "
+                                                 "this time, else the connection is closed")
+    http_max_header_bytes: int = Field(
+        default=64 * 1024, ge=8192, description="request line + headers larger than this get 431")
+    http_max_connections: int = Field(
+        default=4096, ge=16, description="connections a worker serves at once; more wait in "
+                                         "the kernel's accept queue")
+    http_body_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="a request body must arrive within this time, else 408")
+    http_max_reading: int = Field(
+        default=64, ge=1, description="request bodies read at once per worker; past it 503")
+    http_retry_after_seconds: int = Field(
+        default=2, ge=0, description="Retry-After of the 503 past HTTP_MAX_READING")
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     room_ttl_seconds: int = Field(
         default=90 * 24 * 3600, ge=0, description="a room's customer stays in Redis this long "

@@ -5,9 +5,6 @@ Everything is removed afterwards. Used by tests/e2e and tests/deployment."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +14,7 @@ from pathlib import Path
 import redis
 
 from funnel_ingest import db, s3
-from funnel_ingest.cli import start_api
+from funnel_ingest.cli import start_api, stop_process_group
 from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port
 from funnel_ingest.settings import Settings
 
@@ -30,18 +27,6 @@ class PrivateStack:
     dagster: LocalDagster
     state_dir: Path
 
-
-def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # start_api starts a new session
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from .test_report_api import DAY, hand_computed_rows, insert, key, lead  # noqa:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHART_JS_SHA256 = "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"
 needs_browser = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/install-browser)")
+    not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/install-debian)")
 
 
 def chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:

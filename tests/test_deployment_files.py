@@ -29,7 +29,7 @@ WORKSPACE_YAML = ROOT / "workspace.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"postgres", "redis", "minio", "minio-init",
+SERVICES = {"postgres", "redis", "minio", "minio-init", "proxy",
             "api", "dagster-webserver", "dagster-daemon"}
 ONE_SHOT = {"minio-init"}
 APP_SERVICES = ("api", "dagster-webserver", "dagster-daemon")
@@ -167,6 +167,20 @@ def test_store_images_and_volumes(compose: dict, services: dict) -> None:
                 assert source in declared, f"{name}: volume {source!r} is not declared"
 
 
+def test_the_proxy_fronts_the_api_with_its_limits(services: dict) -> None:
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert _depends_on(proxy) == {"api": "service_healthy"}
+    assert "./deploy/nginx/templates:/etc/nginx/templates:ro" in [str(m) for m in proxy["volumes"]]
+    template = (ROOT / "deploy" / "nginx" / "templates" / "funnel.conf.template").read_text()
+    # every variable the template uses is set by the service (the image renders only those)
+    used = set(re.findall(r"\$\{(\w+)\}", template))
+    assert used and used <= set(_environment(proxy)), used - set(_environment(proxy))
+    for directive in ("client_header_timeout", "client_body_timeout",
+                      "large_client_header_buffers", "client_max_body_size", "limit_conn "):
+        assert directive in template, directive
+
+
 def test_redis_persists_with_append_only_file(services: dict) -> None:
     command = services["redis"]["command"]
     argv = command.split() if isinstance(command, str) else [str(a) for a in command]
@@ -208,7 +222,8 @@ def test_app_services_share_one_image_and_point_at_service_names(services: dict)
         paths = [f if isinstance(f, str) else f["path"] for f in
                  (env_files if isinstance(env_files, list) else [env_files])]
         assert ".env" in paths, f"{name}: must read .env"
-    assert "8000:8000" in [str(p) for p in services["api"]["ports"]]
+    assert "8000:8000" in [str(p) for p in services["proxy"]["ports"]]
+    assert "ports" not in services["api"], "the API is reached through the proxy only"
     assert any(str(p).endswith("3000:3000") for p in services["dagster-webserver"]["ports"])
     assert "command" not in services["api"], "the api runs the image's default CMD"
 

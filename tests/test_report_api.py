@@ -401,7 +401,7 @@ def test_csv_of_200k_rows_streams_in_chunks_with_bounded_server_memory(
         stack_env, settings, funnel_db, key, tmp_path):
     """The API as its own process: its peak RSS while streaming 200,000 rows (~30 MB of CSV)
     grows by a fraction of the body, and the client gets it in many chunks."""
-    from funnel_ingest.cli import start_api
+    from funnel_ingest.cli import api_worker_pids, start_api, stop_process_group
 
     insert_many(funnel_db, 200_000)
     port = free_port()
@@ -409,8 +409,9 @@ def test_csv_of_200k_rows_streams_in_chunks_with_bounded_server_memory(
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=key, timeout=120) as c:
             assert c.get("/funnel-report", params={"limit": 1}).status_code == 200  # warm
-            Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # reset the peak RSS
-            before = _peak_rss_kb(proc.pid)
+            (worker,) = api_worker_pids(proc)
+            Path(f"/proc/{worker}/clear_refs").write_text("5")  # reset the peak RSS
+            before = _peak_rss_kb(worker)
             size = lines = chunks = 0
             with c.stream("GET", "/funnel-report", params={"format": "csv"}) as resp:
                 assert resp.status_code == 200
@@ -419,10 +420,9 @@ def test_csv_of_200k_rows_streams_in_chunks_with_bounded_server_memory(
                     size += len(chunk)
                     lines += chunk.count(b"\n")
                     chunks += 1
-            peak = _peak_rss_kb(proc.pid)
+            peak = _peak_rss_kb(worker)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process_group(proc)
     assert lines == 200_001
     assert chunks >= 100
     growth_kb = peak - before

@@ -167,7 +167,7 @@ def _chromium_or_install() -> str:
     found = _chromium()
     if found:
         return found
-    script = REPO / ".ci" / "install-browser"
+    script = REPO / ".ci" / "install-debian"
     try:
         proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=600,
                               check=False)

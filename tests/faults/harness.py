@@ -1,7 +1,7 @@
 """Fault-injection harness: a private stack of real processes on loopback.
 
 `FaultStack` runs its own PostgreSQL cluster (initdb + pg_ctl), redis-server and S3 server, the
-API (uvicorn) and a `funnel drain --follow` processor, each of which a test may kill, stop or
+API (`funnel api`) and a `funnel drain --follow` processor, each of which a test may kill, stop or
 restart; the shared services are never touched. `Plan` is a simulated day of provider webhooks
 and the funnel the engine makes of exactly those messages in one batch (the reference);
 `FaultStack.verify` compares the stack's funnel with it and counts lost and duplicated
