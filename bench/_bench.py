@@ -11,11 +11,11 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funnel_ingest import db, stack  # noqa: E402
+from funnel_ingest import db
+from funnel_ingest.local import stack  # noqa: E402
 
 
 def stack_env(quiet: bool = False) -> dict[str, str]:
@@ -66,8 +66,7 @@ def default_workers() -> int:
 @contextmanager
 def api_server(env: dict[str, str], workers: int, log_name: str = "bench-api.log"):
     """`funnel api` with `workers` granian workers as a child process; yields (url, Popen)."""
-    from funnel_ingest.cli import start_api
-    from funnel_ingest.local_dagster import free_port
+    from funnel_ingest.local.processes import free_port, start_api
 
     port = free_port()
     proc = start_api(env, port, stack.state_dir() / "logs" / log_name, workers=workers)

@@ -38,10 +38,10 @@ def write_archive(env: dict[str, str], bucket: str, days: int, customers: int, s
                   ) -> tuple[int, int, str, str]:
     os.environ.update(env)
     from funnel_ingest import s3
-    from funnel_ingest.archive import RawBody, object_key
-    from funnel_ingest.engine.simulator import simulate, to_webhooks
-    from funnel_ingest.providers import parse
+    from funnel_ingest.ingest.archive import RawBody, object_key
+    from funnel_ingest.ingest.providers import parse
     from funnel_ingest.settings import get_settings
+    from funnel_ingest.simulate.conversations import simulate, to_webhooks
 
     settings = get_settings()
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -81,8 +81,10 @@ def write_archive(env: dict[str, str], bucket: str, days: int, customers: int, s
 
 def run_backfill(first: str, last: str) -> tuple[float, dict]:
     import dagster as dg
-    from dagster._core.storage.tags import (ASSET_PARTITION_RANGE_END_TAG,
-                                            ASSET_PARTITION_RANGE_START_TAG)
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
     from funnel_dagster.definitions import defs
 

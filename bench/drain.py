@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _bench import fresh_database, redis_db, stack_env  # noqa: E402
-from funnel_ingest.engine import store  # noqa: E402
+
 from funnel_ingest.engine.classify import Classifier  # noqa: E402
 from funnel_ingest.engine.keywords import default_csv_path, load_csv  # noqa: E402
-from funnel_ingest.engine.simulator import customers_for_messages, simulate  # noqa: E402
+from funnel_ingest.simulate.conversations import customers_for_messages, simulate  # noqa: E402
+from funnel_ingest.store import funnel as store  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,7 @@
 3. the engine on one N-message batch into an empty funnel database (COPY to staging, insert
    with the idempotency key, lead cycles of every touched customer, funnel merge): messages/s;
 4. Postgres alone on the same rows: COPY into a staging table, and COPY + INSERT … ON CONFLICT
-   into a table with the same unique key (the bulk-upsert ceiling DESIGN.md section 7 names);
+   into a table with the same unique key (the bulk-upsert ceiling docs/architecture.md names);
 5. the classifier's precision/recall per stage and the funnel's exact-match rate against the
    simulator's ground truth.
 """
@@ -27,11 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _bench import fresh_database, stack_env  # noqa: E402
-from funnel_ingest.engine import store  # noqa: E402
+
 from funnel_ingest.engine.classify import Classifier  # noqa: E402
 from funnel_ingest.engine.keywords import default_csv_path, load_csv  # noqa: E402
-from funnel_ingest.engine.simulator import customers_for_messages, simulate  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
+from funnel_ingest.simulate.conversations import customers_for_messages, simulate  # noqa: E402
+from funnel_ingest.store import funnel as store  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from quality import quality_report  # noqa: E402

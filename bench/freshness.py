@@ -27,11 +27,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _bench import fresh_database, redis_db, stack_env  # noqa: E402
-from funnel_ingest import auth, s3, stack  # noqa: E402
-from funnel_ingest.cli import start_api, stop_process_group  # noqa: E402
-from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port  # noqa: E402
-from funnel_ingest.samples import indonesian_phone, whatsapp_body  # noqa: E402
+
+from funnel_ingest import s3
+from funnel_ingest.ingest import auth
+from funnel_ingest.local import stack  # noqa: E402
+from funnel_ingest.local.dagster import LocalDagster, dagster_env  # noqa: E402
+from funnel_ingest.local.processes import (  # noqa: E402
+    free_port,  # noqa: E402
+    start_api,
+    stop_process_group,
+)
 from funnel_ingest.settings import Settings  # noqa: E402
+from funnel_ingest.simulate.samples import indonesian_phone, whatsapp_body  # noqa: E402
 
 
 def main() -> None:

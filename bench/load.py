@@ -42,8 +42,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench import (api_server, cpu_seconds, default_workers, ingest_env, loadgen,  # noqa: E402
-                    machine_busy_seconds, pids_named, process_tree, redis_db)
+from _bench import (  # noqa: E402
+    api_server,
+    cpu_seconds,
+    default_workers,
+    ingest_env,
+    loadgen,
+    machine_busy_seconds,
+    pids_named,
+    process_tree,
+    redis_db,
+)
+
 from funnel_ingest import s3  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
 

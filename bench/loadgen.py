@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 
-from funnel_ingest.auth import sign
-from funnel_ingest.samples import generic_body, indonesian_phone, whatsapp_body
+from funnel_ingest.ingest.auth import sign
+from funnel_ingest.simulate.samples import generic_body, indonesian_phone, whatsapp_body
 
 
 @dataclass(frozen=True, slots=True)

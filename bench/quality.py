@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from funnel_ingest.engine.classify import Classifier  # noqa: E402
-from funnel_ingest.engine.simulator import Simulation  # noqa: E402
+from funnel_ingest.simulate.conversations import Simulation  # noqa: E402
 
 STAGE_NAMES = ("opening", "booking", "transaction")
 
@@ -79,10 +79,10 @@ def quality_report(conn: psycopg.Connection, sim: Simulation, classifier: Classi
 
 
 def main() -> None:
-    from funnel_ingest.engine import store
     from funnel_ingest.engine.keywords import default_csv_path, load_csv
-    from funnel_ingest.engine.simulator import simulate
     from funnel_ingest.settings import Settings
+    from funnel_ingest.simulate.conversations import simulate
+    from funnel_ingest.store import funnel as store
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--customers", type=int, default=2000)

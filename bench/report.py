@@ -1,4 +1,4 @@
-"""Report latency at 1,000,000 leads (DESIGN.md section 7: `/funnel-report` p95 under 200 ms
+"""Report latency at 1,000,000 leads (docs/architecture.md: `/funnel-report` p95 under 200 ms
 for a month and a channel; a full CSV export streams without loading everything in memory).
 
     .venv/bin/python bench/report.py                      # 1,000,000 leads over 90 days
@@ -36,11 +36,16 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funnel_ingest import db, stack  # noqa: E402
-from funnel_ingest.cli import api_worker_pids, start_api, stop_process_group  # noqa: E402
-from funnel_ingest.local_dagster import free_port  # noqa: E402
-from funnel_ingest.report import ReportFilter  # noqa: E402
-from funnel_ingest.report_cli import export  # noqa: E402
+from funnel_ingest import db
+from funnel_ingest.local import stack  # noqa: E402
+from funnel_ingest.local.processes import (  # noqa: E402
+    api_worker_pids,
+    free_port,  # noqa: E402
+    start_api,
+    stop_process_group,
+)
+from funnel_ingest.report.export import export  # noqa: E402
+from funnel_ingest.report.query import ReportFilter  # noqa: E402
 from funnel_ingest.settings import Settings  # noqa: E402
 
 DB_NAME = "funnel_bench_report"

@@ -24,8 +24,8 @@ def _migrate() -> None:
 
 _migrate()  # before the definitions: the partitions' start date reads the tables
 
-from .defs import assets, checks, drain, replay, schedules  # noqa: E402
-from .defs.resources import resources  # noqa: E402
+from funnel_dagster.defs import assets, checks, drain, replay, schedules  # noqa: E402
+from funnel_dagster.defs.resources import resources  # noqa: E402
 
 defs = dg.Definitions(
     assets=[assets.raw_archive, assets.message_stream, assets.keywords,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,10 @@ class Migration:
 
 
 def sql_dir() -> Path:
-    """The `sql/` folder: `$FUNNEL_SQL_DIR`, else the repository's (or image's) top-level `sql/`."""
-    env = os.environ.get("FUNNEL_SQL_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "sql"
+    """The `sql/` folder: FUNNEL_SQL_DIR, else the repository's (or image's) top-level `sql/`."""
+    from funnel_ingest.settings import Settings
+    configured = Settings().funnel_sql_dir
+    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "sql"
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:

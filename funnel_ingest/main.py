@@ -13,12 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from . import db, keywords_api, ops, report_api, s3, webhooks
-from .archive import RawArchive
-from .edge import BodyLimits
-from .ingest import Ingestor
-from .settings import Settings, get_settings
-from .stream import StreamWriter
+from funnel_ingest import db, s3
+from funnel_ingest.api import health, keywords, report, webhooks
+from funnel_ingest.api.edge import BodyLimits
+from funnel_ingest.ingest.archive import RawArchive
+from funnel_ingest.ingest.pipeline import Ingestor
+from funnel_ingest.ingest.stream import StreamWriter
+from funnel_ingest.settings import Settings, get_settings
 
 log = logging.getLogger("funnel_ingest")
 
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await archive.start()
             stack.push_async_callback(archive.stop)
             app.state.settings = cfg
-            app.state.readiness = ops.Readiness()
+            app.state.readiness = health.Readiness()
             app.state.redis = redis_client
             app.state.s3 = s3_client
             app.state.ingestor = Ingestor(archive, StreamWriter(redis_client, cfg))
@@ -120,9 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=422)
 
     app.include_router(webhooks.router)
-    app.include_router(ops.router)
-    app.include_router(keywords_api.router)
-    app.include_router(report_api.router)
+    app.include_router(health.router)
+    app.include_router(keywords.router)
+    app.include_router(report.router)
     return app
 
 

@@ -94,6 +94,15 @@ class StatusEvent:
     def to_fields(self) -> dict[str, str]:
         return _flat_fields(self, _STATUS_FIELDS)
 
+    @classmethod
+    def from_fields(cls, fields: dict) -> StatusEvent:
+        """The inverse of `to_fields` (a stream entry's fields, bytes or str)."""
+        d = {text(k): text(v) for k, v in fields.items()}
+        return cls(d["source"], d["message_id"], d["status"],
+                   datetime.fromisoformat(d["status_at"]), d.get("recipient"),
+                   orjson.loads(d["errors"]) if d.get("errors") else None,
+                   d.get("raw_key", ""), int(d.get("raw_line", 0)))
+
 
 @dataclass(slots=True)
 class DeadLetter:
@@ -108,6 +117,13 @@ class DeadLetter:
 
     def to_fields(self) -> dict[str, str]:
         return _flat_fields(self, _DEAD_FIELDS)
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> DeadLetter:
+        """The inverse of `to_fields` (lenient: a dead letter is kept whatever it lacks)."""
+        d = {text(k): text(v) for k, v in fields.items()}
+        return cls(d.get("source", "?"), d.get("reason", "unknown"), d.get("detail", ""),
+                   d.get("message_id"), d.get("raw_key", ""), int(d.get("raw_line", 0)))
 
 
 @dataclass(slots=True)
@@ -130,6 +146,11 @@ def shard_for(customer_key: str, shards: int) -> int:
     if shards <= 1:
         return 0
     return int(hashlib.sha1(customer_key.encode()).hexdigest()[:8], 16) % shards
+
+
+def text(value: str | bytes) -> str:
+    """A stream field or id as text (redis-py returns bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _flat_fields(item: object, names: tuple[str, ...]) -> dict[str, str]:

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 disable_created_metrics()
@@ -47,9 +53,9 @@ UNAVAILABLE = Counter("funnel_store_failures_total",
 # Refreshed from Redis by the worker that answers /metrics: the most recent value is the truth.
 STREAM_LENGTH = Gauge("funnel_stream_length", "Entries in each stream.", ["stream"],
                       registry=REGISTRY, multiprocess_mode="mostrecent")
-STREAM_PENDING = Gauge("funnel_stream_pending",
-                       "Entries delivered to a consumer group but not yet acknowledged.",
-                       ["stream"], registry=REGISTRY, multiprocess_mode="mostrecent")
+STREAM_OLDEST_AGE = Gauge("funnel_stream_oldest_age_seconds",
+                          "Age of the oldest entry of each stream (entries leave once drained).",
+                          ["stream"], registry=REGISTRY, multiprocess_mode="mostrecent")
 LATENCY = Histogram("funnel_request_seconds", "Request latency by route.", ["route"],
                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
                     registry=REGISTRY)

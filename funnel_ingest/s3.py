@@ -6,14 +6,16 @@ CLI, Dagster and tests (boto3). Both use path-style addressing, as MinIO and Sea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import boto3
 from aiobotocore.session import get_session
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
-from .settings import Settings
+from funnel_ingest.settings import Settings
 
 
 def _config(max_pool: int = 64, timeout: float | None = None, attempts: int = 3) -> Config:
@@ -67,16 +69,26 @@ def async_client(settings: Settings, max_pool: int = 64) -> AbstractAsyncContext
     return get_session().create_client("s3", config=_config(max_pool), **_kwargs(settings))
 
 
-def ensure_buckets(settings: Settings) -> None:
-    """Create the raw and reports buckets when missing."""
+def ensure_buckets(settings: Settings, log: Callable[[str], None] | None = None) -> None:
+    """Create the raw and reports buckets when missing (in S3_REGION: outside us-east-1 S3
+    wants the region as the bucket's location constraint). `log` hears of each one created."""
     s3 = client(settings)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in (settings.raw_bucket, settings.reports_bucket):
-        if bucket not in existing:
-            try:
-                s3.create_bucket(Bucket=bucket)
-            except s3.exceptions.BucketAlreadyOwnedByYou:
-                pass
+        if bucket in existing:
+            continue
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if settings.s3_region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.s3_region}
+        try:
+            s3.create_bucket(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou",
+                                                     "BucketAlreadyExists"):
+                raise
+            continue
+        if log:
+            log(f"s3: created bucket {bucket}")
 
 
 def delete_bucket(client: Any, bucket: str) -> None:

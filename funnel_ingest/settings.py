@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     deadletter_stream: str = "funnel:deadletter"
     stream_maxlen: int = Field(default=0, ge=0, description="0 = never trim on append")
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
-    # HTTP edge of `funnel api` (the server bounds headers; funnel_ingest/edge.py bodies)
+    # HTTP edge of `funnel api` (the server bounds headers; funnel_ingest/api/edge.py bodies)
     http_header_timeout_seconds: float = Field(
         default=10.0, gt=0, le=3600, description="a client must send its request headers within "
                                                  "this time, else the connection is closed")
@@ -107,6 +107,8 @@ class Settings(BaseSettings):
         default=8.0, gt=0, description="a request waiting longer for its archive PUT gets 503")
     archive_writers: int = Field(default=2, ge=1, le=64, description="concurrent PUTs per source")
     log_level: str = "INFO"
+    api_workers: int = Field(default=0, ge=0, description="`funnel api` worker processes; "
+                                                          "0 = one per usable CPU")
 
     # reports
     csv_spreadsheet_safe: bool = Field(
@@ -120,9 +122,25 @@ class Settings(BaseSettings):
     s3_public_url: str = Field(
         default="", description="S3 endpoint as a person's browser reaches it, for the report "
                                 "links in Dagster; empty = S3_ENDPOINT_URL")
+    funnel_run_retention_days: int = Field(
+        default=14, ge=0, description="drain runs older than this are deleted from Dagster's "
+                                      "history (daily cleanup schedule)")
+    funnel_max_backlog: int = Field(
+        default=100_000, ge=0, description="the stream backlog check warns above this many entries")
+    funnel_max_backlog_age_seconds: float = Field(
+        default=300.0, ge=0, description="... or when the oldest entry is older than this")
     report_link_ttl_seconds: int = Field(
         default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
         description="lifetime of a report's presigned link (S3 allows at most 7 days)")
+
+    # tooling
+    funnel_sql_dir: str = Field(default="", description="the schema migrations' folder; empty = "
+                                                        "the repository's (or image's) sql/")
+    funnel_state_dir: str = Field(default="", description="the local stack's state; empty = "
+                                                          "./.funnel")
+    funnel_api_url: str = Field(default="http://127.0.0.1:8000",
+                                description="where `funnel send-mock` posts")
+    funnel_debug: bool = Field(default=False, description="CLI errors as tracebacks")
 
     @field_validator("funnel_timezone")
     @classmethod

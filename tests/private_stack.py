@@ -14,8 +14,8 @@ from pathlib import Path
 import redis
 
 from funnel_ingest import db, s3
-from funnel_ingest.cli import start_api, stop_process_group
-from funnel_ingest.local_dagster import LocalDagster, dagster_env, free_port
+from funnel_ingest.local.dagster import LocalDagster, dagster_env
+from funnel_ingest.local.processes import free_port, start_api, stop_process_group
 from funnel_ingest.settings import Settings
 
 

@@ -292,6 +292,16 @@ def test_env_example_lists_every_setting_with_a_comment() -> None:
             assert is_comment, f"{m.group(1)}: needs a one-line comment right above it"
 
 
+def test_every_setting_is_in_env_example_and_the_readme() -> None:
+    from funnel_ingest.settings import Settings
+
+    active, commented, _ = _env_example()
+    readme = (ROOT / "README.md").read_text()
+    names = [name.upper() for name in Settings.model_fields]
+    assert [n for n in names if n not in set(active) | commented] == []
+    assert [n for n in names if f"`{n}`" not in readme] == []
+
+
 def test_env_example_holds_no_real_secrets() -> None:
     active, _, _ = _env_example()
     for name in ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",

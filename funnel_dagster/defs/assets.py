@@ -16,17 +16,21 @@ from datetime import date
 
 import dagster as dg
 
-from funnel_ingest.engine import keyword_store, store
-from funnel_ingest.engine.backfill import backfill
-from funnel_ingest.engine.classify import Classifier
+from funnel_dagster.defs.partitions import daily
+from funnel_dagster.defs.resources import (
+    GoogleSheetsResource,
+    PostgresResource,
+    RedisResource,
+    S3Resource,
+    funnel_settings,
+)
 from funnel_ingest.engine.model import STAGES
-from funnel_ingest.engine.store import lock_writers
-from funnel_ingest.report import count_leads, csv_chunks
+from funnel_ingest.report.query import count_leads, csv_chunks
 from funnel_ingest.s3 import presigned_get
-
-from .partitions import daily
-from .resources import (GoogleSheetsResource, PostgresResource, RedisResource, S3Resource,
-                        funnel_settings)
+from funnel_ingest.store import funnel as store
+from funnel_ingest.store import keywords as keyword_store
+from funnel_ingest.store.backfill import backfill
+from funnel_ingest.store.funnel import lock_writers
 
 OWNERS = ["team:growth-data"]
 
@@ -61,11 +65,6 @@ def keywords(context: dg.AssetExecutionContext, postgres: PostgresResource,
                   "source": result.source, "dagster/row_count": result.row_count})
 
 
-def _classifier(conn, redis: RedisResource, settings) -> Classifier:
-    kset = keyword_store.load_current(conn, redis.client(), settings=settings)
-    return Classifier(list(kset.keywords), kset.version, settings.tz)
-
-
 def day_metadata(counts: dict[str, int]) -> dict:
     """A classified_messages partition's metadata: its row count and per-stage counts."""
     return {"dagster/row_count": counts.get("messages", 0),
@@ -91,7 +90,7 @@ def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresRes
     keys = context.partition_keys
     start, end = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
     with postgres.connect(autocommit=True) as conn:
-        classifier = _classifier(conn, redis, settings)
+        classifier = keyword_store.current_classifier(conn, redis.client(), settings)
         context.log.info(f"backfilling {start} .. {end} ({len(keys)} days) with keyword "
                          f"version {classifier.version}")
         result = backfill(conn, s3.client(), s3.raw_bucket, classifier, start, end,

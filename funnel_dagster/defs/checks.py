@@ -1,17 +1,12 @@
 """Asset checks that guard the data (run by the `data_checks` job every 10 minutes)."""
 
 
-import os
 
 import dagster as dg
 
-from funnel_ingest.engine.drain import oldest_age_seconds
+from funnel_dagster.defs.resources import PostgresResource, RedisResource
+from funnel_ingest.ingest.stream import oldest_age_seconds
 from funnel_ingest.settings import get_settings
-
-from .resources import PostgresResource, RedisResource
-
-MAX_BACKLOG = int(os.environ.get("FUNNEL_MAX_BACKLOG", "100000"))
-MAX_OLDEST_SECONDS = float(os.environ.get("FUNNEL_MAX_BACKLOG_AGE_SECONDS", "300"))
 
 
 def _none_found(postgres: PostgresResource, count_sql: str, label: str) -> dg.AssetCheckResult:
@@ -44,18 +39,20 @@ def non_negative_values(postgres: PostgresResource) -> dg.AssetCheckResult:
                        "OR transaction_total < 0", "negative_values")
 
 
-@dg.asset_check(asset="message_stream", description=f"Stream backlog under {MAX_BACKLOG} entries "
-                f"and its oldest entry younger than {MAX_OLDEST_SECONDS:.0f} s.")
+@dg.asset_check(asset="message_stream", description="Stream backlog under FUNNEL_MAX_BACKLOG "
+                "entries and its oldest entry younger than FUNNEL_MAX_BACKLOG_AGE_SECONDS.")
 def stream_backlog(redis: RedisResource) -> dg.AssetCheckResult:
     r = redis.client()
     settings = get_settings()
     backlog = sum(r.xlen(s) for s in settings.stream_keys())
     oldest = max((oldest_age_seconds(r, s) for s in settings.stream_keys()), default=0.0)
     return dg.AssetCheckResult(
-        passed=backlog <= MAX_BACKLOG and oldest <= MAX_OLDEST_SECONDS,
+        passed=(backlog <= settings.funnel_max_backlog
+                and oldest <= settings.funnel_max_backlog_age_seconds),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"backlog": backlog, "oldest_entry_age_seconds": round(oldest, 1),
-                  "max_backlog": MAX_BACKLOG, "max_age_seconds": MAX_OLDEST_SECONDS})
+                  "max_backlog": settings.funnel_max_backlog,
+                  "max_age_seconds": settings.funnel_max_backlog_age_seconds})
 
 
 ALL_CHECKS = [no_duplicate_messages, stage_dates_in_order, non_negative_values, stream_backlog]

@@ -15,14 +15,19 @@ import time
 
 import dagster as dg
 
-from funnel_ingest.engine.drain import (DrainReport, drain_range, newest_id, oldest_age_seconds,
-                                         oldest_id, stream_id_key)
-from funnel_ingest.engine.store import day_counts
+from funnel_dagster.defs.assets import day_metadata, funnel_metadata
+from funnel_dagster.defs.partitions import partition_key
+from funnel_dagster.defs.resources import (
+    PostgresResource,
+    RedisResource,
+    S3Resource,
+    funnel_settings,
+)
+from funnel_ingest.ingest.stream import newest_id, oldest_age_seconds, oldest_id, stream_id_key
 from funnel_ingest.settings import get_settings
-
-from .assets import _classifier, day_metadata, funnel_metadata
-from .partitions import partition_key
-from .resources import PostgresResource, RedisResource, S3Resource, funnel_settings
+from funnel_ingest.store import keywords as keyword_store
+from funnel_ingest.store.drain import DrainReport, drain_range
+from funnel_ingest.store.funnel import day_counts
 
 CHUNK = 50_000
 SHARD_TAG = "funnel/shard"
@@ -62,7 +67,7 @@ def drain_stream_range(context: dg.OpExecutionContext, config: DrainConfig,
         classifier = None
         for rng in config.ranges:
             if rng.kind == "messages" and classifier is None:
-                classifier = _classifier(conn, redis, settings)
+                classifier = keyword_store.current_classifier(conn, redis.client(), settings)
             rep = drain_range(conn, r, rng.stream, kind=rng.kind,
                               classifier=classifier if rng.kind == "messages" else None,
                               after_id=rng.after_id, until_id=rng.until_id,

@@ -19,7 +19,7 @@ import dagster as dg
 import psycopg
 
 from funnel_ingest import s3
-from funnel_ingest.engine.replay import ARCHIVE_LOOKAHEAD_DAYS, earliest_archive_date
+from funnel_ingest.ingest.archive import ARCHIVE_LOOKAHEAD_DAYS, earliest_archive_date
 from funnel_ingest.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

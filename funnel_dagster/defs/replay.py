@@ -2,18 +2,21 @@
 
 Re-enqueues archived items that are neither waiting on a stream nor stored in Postgres (after
 Redis lost data); the sensor then drains them like any other traffic. See
-`funnel_ingest.engine.reconcile`.
+`funnel_ingest.store.reconcile`.
 """
 
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from funnel_ingest.engine.reconcile import reconcile
-
+from funnel_dagster.defs.resources import (
+    PostgresResource,
+    RedisResource,
+    S3Resource,
+    funnel_settings,
+)
 from funnel_ingest.settings import get_settings
-
-from .resources import PostgresResource, RedisResource, S3Resource, funnel_settings
+from funnel_ingest.store.reconcile import reconcile
 
 
 class ReplayConfig(dg.Config):

@@ -1,15 +1,13 @@
 """Schedules: keyword sync every 15 minutes, the CSV report every morning, data checks."""
 
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from funnel_dagster.defs.checks import ALL_CHECKS
+from funnel_dagster.defs.partitions import daily, partition_key
 from funnel_ingest.settings import get_settings
-
-from .checks import ALL_CHECKS
-from .partitions import daily, partition_key
 
 keywords_job = dg.define_asset_job(
     "keywords_sync_job", selection=dg.AssetSelection.assets("keywords"),
@@ -46,13 +44,11 @@ def daily_report_schedule(context: dg.ScheduleEvaluationContext
     return dg.RunRequest(run_key=f"report-{key}", partition_key=key)
 
 
-RUN_RETENTION_DAYS = int(os.environ.get("FUNNEL_RUN_RETENTION_DAYS", "14"))
-
-
 @dg.op(description="Delete finished drain runs (and their event logs) older than the retention.",
        out=dg.Out(dg.Nothing))
 def delete_old_drain_runs(context: dg.OpExecutionContext) -> None:
-    cutoff = datetime.now(timezone.utc) - timedelta(days=RUN_RETENTION_DAYS)
+    days = get_settings().funnel_run_retention_days
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
     deleted = 0
     while True:
         old = context.instance.get_run_records(
@@ -65,7 +61,7 @@ def delete_old_drain_runs(context: dg.OpExecutionContext) -> None:
         for record in old:
             context.instance.delete_run(record.dagster_run.run_id)
         deleted += len(old)
-    context.log.info(f"deleted {deleted} drain runs older than {RUN_RETENTION_DAYS} days")
+    context.log.info(f"deleted {deleted} drain runs older than {days} days")
 
 
 @dg.job(description="Keep the run history bounded: a year of micro-batches must not grow the "

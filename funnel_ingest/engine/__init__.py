@@ -1,6 +1,3 @@
-"""The funnel engine: keywords, Indonesian-aware classification, lead cycles, the funnel table.
-
-Pure domain logic (text, matcher, money, dates, classify, cycles) knows nothing of FastAPI,
-Dagster or Redis; `store` and `drain` are the Postgres/Redis adapters the API, the CLI and
-Dagster call.
-"""
+"""③ The funnel rules, pure: text normalization, keyword matching, money and dates in
+Indonesian chat text, classification, lead cycles. No I/O here (no Postgres, Redis, S3,
+HTTP or Dagster); `store/` and `report/` call it, it calls neither."""

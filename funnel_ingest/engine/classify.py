@@ -2,7 +2,7 @@
 
 Stages come from the keyword matcher (whole words, Indonesian affixes, negations). A
 transaction keyword only makes a *payment statement* when the sentence reports a payment
-(DESIGN.md section 4):
+(docs/funnel.md):
 - from the customer: not a question, not an intention or plan ("mau/nanti/akan transfer"), and
   either a completed-action marker ("sudah/udah/sdh/telah/barusan"), a proof ("bukti"), a
   completed form of the keyword ("lunas", "paid", "dibayar", "ditransfer"), or an amount;
@@ -19,11 +19,11 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from ..messages import NormalizedMessage
-from . import dates, money
-from .matcher import Matcher
-from .model import STAGES, Classification, Hit, Keyword
-from .text import normalize
+from funnel_ingest.engine import dates, money
+from funnel_ingest.engine.matcher import Matcher
+from funnel_ingest.engine.model import STAGES, Classification, Hit, Keyword
+from funnel_ingest.engine.text import normalize
+from funnel_ingest.messages import NormalizedMessage
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 

@@ -1,4 +1,4 @@
-"""Lead cycles: one customer's classified messages -> funnel rows (DESIGN.md section 4).
+"""Lead cycles: one customer's classified messages -> funnel rows (docs/funnel.md).
 
 A pure, deterministic function of the set of messages: they are sorted by
 (sent_at, source, message_id, room_key) first, so delivery order never matters.

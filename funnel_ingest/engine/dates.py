@@ -1,4 +1,4 @@
-"""The date a customer asks for, from Indonesian chat text (DESIGN.md section 4).
+"""The date a customer asks for, from Indonesian chat text (docs/funnel.md).
 
 `requested_date(text, sent_at, tz)` reads dates relative to the message's local date in `tz`
 (a naive `sent_at` is taken as UTC, the way timestamps are stored). It returns one date or
@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .text import normalize_light
+from funnel_ingest.engine.text import normalize_light
 
 __all__ = ["MONTHS", "WEEKDAYS", "local_date", "requested_date"]
 

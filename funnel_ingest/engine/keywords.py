@@ -1,6 +1,6 @@
 """Keyword lists: parsing the sheet / CSV layouts and the API's JSON, validation, versions.
 
-Pure functions, no I/O except `load_csv`. Two table layouts are read (DESIGN.md section 4):
+Pure functions, no I/O except `load_csv`. Two table layouts are read (docs/funnel.md):
 
 (a) the keyword table, header `stage, keyword, channel, active` (`channel` and `active` optional;
     header names are case- and space-insensitive, extra columns are ignored with a warning)::
@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .model import STAGES, Keyword, Stage
+from funnel_ingest.engine.model import STAGES, Keyword, Stage
 
 _TRUE = frozenset({"true", "yes", "y", "1", "ya", "on", ""})
 _FALSE = frozenset({"false", "no", "n", "0", "tidak", "off"})

@@ -1,6 +1,6 @@
 """Find funnel keywords in chat messages: one Aho-Corasick pass, then Indonesian-aware filters.
 
-How a keyword matches (DESIGN.md section 4, PROVIDERS.md section 4):
+How a keyword matches (docs/funnel.md, Matching):
 
 1. Keywords and messages go through the same `text.normalize` + `text.skeleton`, so case,
    accents, punctuation, spacing and elongation ("bookinggg", "okeee") do not matter.
@@ -54,8 +54,14 @@ from dataclasses import dataclass
 import ahocorasick_rs
 from rapidfuzz import fuzz
 
-from .model import Hit, Keyword, Stage
-from .text import CLAUSE_BREAK, clause_tokens, normalize, skeleton, skeleton_with_map
+from funnel_ingest.engine.model import Hit, Keyword, Stage
+from funnel_ingest.engine.text import (
+    CLAUSE_BREAK,
+    clause_tokens,
+    normalize,
+    skeleton,
+    skeleton_with_map,
+)
 
 __all__ = [
     "AFFIX_MIN_LETTERS",

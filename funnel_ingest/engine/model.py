@@ -10,7 +10,7 @@ from typing import Literal
 Stage = Literal["opening", "booking", "transaction"]
 STAGES: tuple[Stage, ...] = ("opening", "booking", "transaction")
 
-# Funnel channels (DESIGN.md section 4); a keyword's channel may also name a campaign.
+# Funnel channels (docs/funnel.md); a keyword's channel may also name a campaign.
 CHANNELS = ("ads", "campaign_blast", "website", "direct")
 
 

@@ -1,4 +1,4 @@
-"""Rupiah amounts in Indonesian chat text (DESIGN.md section 4, PROVIDERS.md section 3).
+"""Rupiah amounts in Indonesian chat text (docs/funnel.md, Transaction date and value).
 
 `parse_amounts(text)` finds every amount of money; `payment_amount(text)` picks the one a
 payment statement is about. Values are integer Rupiah as `Decimal` (never floats); offsets are
@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Literal
 
-from .text import normalize_light
+from funnel_ingest.engine.text import normalize_light
 
 __all__ = ["CUE_WORDS", "MAX_AMOUNT", "UNIT_WORDS", "Amount", "parse_amounts", "payment_amount"]
 

@@ -1,4 +1,4 @@
-"""Text normalization for Indonesian chat messages (DESIGN.md section 4, PROVIDERS.md section 4).
+"""Text normalization for Indonesian chat messages (docs/funnel.md, Matching).
 
 Three levels, each a pure function of the text:
 

@@ -5,26 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from funnel_dagster.defs.resources import (GoogleSheetsResource, PostgresResource, RedisResource,
-                                           S3Resource)
-from funnel_ingest.engine import keyword_store
 from funnel_ingest.engine.keywords import KeywordSet, default_csv_path, load_csv
-
-from ..conftest import empty_engine_tables
-
-
-def dagster_resources(settings) -> dict:
-    """The code location's resources on `settings` (the test stack's by default)."""
-    return {
-        "postgres": PostgresResource(database_url=settings.database_url),
-        "redis": RedisResource(redis_url=settings.redis_url),
-        "s3": S3Resource(endpoint_url=settings.s3_endpoint_url,
-                         access_key_id=settings.s3_access_key_id,
-                         secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-                         region=settings.s3_region, raw_bucket=settings.raw_bucket,
-                         reports_bucket=settings.reports_bucket),
-        "sheets": GoogleSheetsResource(),
-    }
+from funnel_ingest.store import keywords as keyword_store
+from tests.support import dagster_resources, empty_engine_tables
 
 
 @pytest.fixture

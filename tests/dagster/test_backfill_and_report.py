@@ -11,14 +11,11 @@ import psycopg
 
 from funnel_dagster.defs import assets, checks
 from funnel_dagster.defs.drain import drain_job, message_stream_sensor
-from funnel_ingest import auth
-from funnel_ingest.engine.simulator import simulate, to_webhooks
-from funnel_ingest.report import REPORT_COLUMNS
-from funnel_ingest.samples import ROUTES
-
-from ..conftest import ApiServer
-from ..conftest import empty_engine_tables
-from ..engine.conftest import funnel_rows
+from funnel_ingest.ingest import auth
+from funnel_ingest.report.query import REPORT_COLUMNS
+from funnel_ingest.simulate.conversations import simulate, to_webhooks
+from funnel_ingest.simulate.samples import ROUTES
+from tests.support import ApiServer, empty_engine_tables, funnel_rows
 
 
 def _yesterday(settings):
@@ -89,10 +86,12 @@ def test_backfilling_a_day_from_the_raw_archive_restores_the_funnel_after_a_redi
 
 def test_a_range_backfill_is_one_run_reading_each_archive_object_once(
         settings, resources, clean, r):
-    from dagster._core.storage.tags import (ASSET_PARTITION_RANGE_END_TAG,
-                                            ASSET_PARTITION_RANGE_START_TAG)
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
-    from funnel_ingest.engine.replay import range_keys
+    from funnel_ingest.ingest.archive import range_keys
 
     settings, resources = _own_archive(settings, resources)
     day = _yesterday(settings)
@@ -126,8 +125,8 @@ def test_a_range_backfill_is_one_run_reading_each_archive_object_once(
 
 
 def test_backfill_reclassifies_the_day_with_the_current_keywords(settings, resources, clean, r):
-    from funnel_ingest.engine import keyword_store
     from funnel_ingest.engine.keywords import KeywordSet, default_csv_path, load_csv
+    from funnel_ingest.store import keywords as keyword_store
     day = _yesterday(settings)
     _ingest_and_drain(settings, resources, day)
     with psycopg.connect(settings.database_url) as conn:

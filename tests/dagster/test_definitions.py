@@ -9,6 +9,8 @@ import dagster as dg
 
 from funnel_dagster.definitions import defs
 from funnel_dagster.defs.schedules import daily_report_schedule
+from funnel_ingest.settings import get_settings
+
 
 def test_definitions_are_loadable(stack_env):
     dg.Definitions.validate_loadable(defs)
@@ -35,7 +37,7 @@ def test_daily_report_schedule_asks_for_yesterday_in_the_funnel_timezone(stack_e
     assert request.partition_key == "2025-10-01"
 
 
-def test_old_drain_runs_are_deleted_and_recent_ones_kept(stack_env):
+def test_old_drain_runs_are_deleted_and_recent_ones_kept(stack_env, monkeypatch):
     from datetime import timedelta
 
     from funnel_dagster.defs import schedules
@@ -44,11 +46,13 @@ def test_old_drain_runs_are_deleted_and_recent_ones_kept(stack_env):
     kept = instance.create_run_for_job(
         drain_job, status=dg.DagsterRunStatus.SUCCESS,
         run_config={"ops": {"drain_stream_range": {"config": {"ranges": []}}}})
-    schedules.RUN_RETENTION_DAYS = 0  # everything finished before now is old
+    monkeypatch.setenv("FUNNEL_RUN_RETENTION_DAYS", "0")  # everything finished before now is old
+    get_settings.cache_clear()
     try:
         result = schedules.run_history_cleanup_job.execute_in_process(instance=instance)
     finally:
-        schedules.RUN_RETENTION_DAYS = 14
+        monkeypatch.delenv("FUNNEL_RUN_RETENTION_DAYS")
+        get_settings.cache_clear()
     assert result.success
     assert instance.get_run_by_id(kept.run_id) is None
     assert instance.get_run_by_id(result.run_id) is not None  # other jobs untouched

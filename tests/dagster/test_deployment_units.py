@@ -20,10 +20,9 @@ from funnel_dagster.defs import partitions
 from funnel_dagster.defs.drain import _read_cursor, _worth_recording, drain_job
 from funnel_dagster.launcher import HOST_TAG, PID_TAG, MonitoredRunLauncher, worker_tags
 from funnel_ingest import db, s3
-from funnel_ingest.engine.simulator import simulate
-from funnel_ingest.engine.store import lock_writers
-
-from .test_sensor_and_drain import evaluate, push, run_drain
+from funnel_ingest.simulate.conversations import simulate
+from funnel_ingest.store.funnel import lock_writers
+from tests.dagster.test_sensor_and_drain import evaluate, push, run_drain
 
 SIM = simulate(6, seed=5, start=datetime(2025, 9, 1, tzinfo=timezone.utc), days=3)
 

@@ -10,10 +10,9 @@ import psycopg
 import pytest
 
 from funnel_dagster.defs.drain import drain_job, message_stream_sensor
-from funnel_ingest.engine.simulator import simulate
 from funnel_ingest.settings import get_settings
-
-from ..engine.conftest import funnel_rows
+from funnel_ingest.simulate.conversations import simulate
+from tests.support import funnel_rows
 
 SIM = simulate(15, seed=21, start=datetime(2025, 9, 1, tzinfo=timezone.utc), days=20)
 
@@ -74,8 +73,8 @@ def run_drain(resources, request):
 
 
 def test_a_run_over_a_range_builds_the_funnel_and_is_idempotent(resources, clean, r, settings):
-    from funnel_ingest.engine import store
-    from funnel_ingest.engine.drain import current_classifier
+    from funnel_ingest.store import funnel as store
+    from funnel_ingest.store.keywords import current_classifier
     deliveries = SIM.deliveries(seed=2)
     push(r, deliveries)
     result, _ = evaluate(resources)

@@ -28,9 +28,10 @@ import pytest
 import redis
 
 from funnel_ingest import db
-from funnel_ingest.local_dagster import LocalDagster, tail, wait_for
-from funnel_ingest.sender import send_all
+from funnel_ingest.local.dagster import LocalDagster
+from funnel_ingest.local.processes import log_tail, wait_for
 from funnel_ingest.settings import Settings
+from funnel_ingest.simulate.sender import send_all
 from tests.faults.harness import Plan, build_plan
 from tests.private_stack import private_stack
 
@@ -65,7 +66,7 @@ class Deployment:
         try:
             wait_for(lambda: self.backlog() == 0, timeout, 0.5, "the stream drained")
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}; daemon log:\n{tail(self.dagster.daemon_log, 80)}"
+            raise AssertionError(f"{exc}; daemon log:\n{log_tail(self.dagster.daemon_log, 80)}"
                                  ) from None
 
 

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from funnel_dagster.definitions import defs
-from funnel_ingest.engine import keyword_store, store
 from funnel_ingest.engine.keywords import KeywordSet, default_csv_path, load_csv
+from funnel_ingest.store import funnel as store
+from funnel_ingest.store import keywords as keyword_store
+from tests.deployment.conftest import Deployment
 from tests.faults.harness import funnel_rows
-
-from .conftest import Deployment
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -97,7 +97,7 @@ def succeeded(dep: Deployment, run_id: str, timeout: float = 180) -> dict:
 
 
 def test_the_sensor_drained_the_traffic_into_the_reference_funnel(deployment: Deployment):
-    from funnel_ingest.local_dagster import wait_for
+    from funnel_ingest.local.processes import wait_for
 
     assert current_funnel(deployment) == deployment.plan.reference
 
@@ -115,14 +115,14 @@ def test_quiet_sensor_ticks_say_why_they_skipped(deployment: Deployment):
         ticks = deployment.dagster.sensor_ticks("message_stream_sensor", limit=50)
         return [t for t in ticks if t["status"] == "SKIPPED"]
 
-    from funnel_ingest.local_dagster import wait_for
+    from funnel_ingest.local.processes import wait_for
     ticks = wait_for(skipped, 30, 1, "a skipped sensor tick")
     assert all(t["skipReason"] for t in ticks), ticks
     assert any(t["skipReason"].startswith("no new messages") for t in ticks), ticks
 
 
 def test_the_stream_backlog_is_recorded_when_it_changes_not_every_tick(deployment: Deployment):
-    from funnel_ingest.local_dagster import wait_for
+    from funnel_ingest.local.processes import wait_for
 
     def quiet_ticks() -> list[dict]:
         ticks = deployment.dagster.sensor_ticks("message_stream_sensor", limit=1000)
@@ -170,7 +170,7 @@ def test_a_three_day_backfill_from_the_ui_is_one_run_and_applies_new_keywords(
     days = [d.isoformat() for d in dep.days[-3:]]
     backfill_id = dep.dagster.launch_backfill(["classified_messages"], days)
 
-    from funnel_ingest.local_dagster import wait_for
+    from funnel_ingest.local.processes import wait_for
     done = wait_for(lambda: (b := dep.dagster.backfill(backfill_id))["status"] not in
                     ("REQUESTED",) and b, 180, 1, "the backfill finished")
     runs = dep.dagster.runs(**{"dagster/backfill": backfill_id})

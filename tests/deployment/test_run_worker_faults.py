@@ -18,12 +18,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from funnel_dagster.launcher import process_started_at
-from funnel_ingest.engine.simulator import customers_for_messages, simulate
-from funnel_ingest.local_dagster import wait_for
+from funnel_ingest.local.processes import wait_for
+from funnel_ingest.simulate.conversations import customers_for_messages, simulate
+from tests.deployment.conftest import Deployment
+from tests.deployment.test_launch_paths import KEYS, rebuilt
 from tests.faults.harness import funnel_rows
-
-from .conftest import Deployment
-from .test_launch_paths import KEYS, rebuilt
 
 pytestmark = pytest.mark.timeout(420)
 

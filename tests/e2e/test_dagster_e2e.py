@@ -29,10 +29,11 @@ import psycopg
 import pytest
 import redis
 
-from funnel_ingest.local_dagster import LocalDagster, tail, wait_for
-from funnel_ingest.samples import Sample, indonesian_phone, whatsapp_body
-from funnel_ingest.sender import send_all
+from funnel_ingest.local.dagster import LocalDagster
+from funnel_ingest.local.processes import log_tail, wait_for
 from funnel_ingest.settings import Settings
+from funnel_ingest.simulate.samples import Sample, indonesian_phone, whatsapp_body
+from funnel_ingest.simulate.sender import send_all
 from tests.private_stack import private_stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +126,7 @@ def test_webhooks_reach_the_funnel_through_the_sensor(running: Running) -> None:
     except TimeoutError as exc:
         runs = _drain_runs(running.dagster)
         pytest.fail(f"{exc}\ndrain_job runs: {[(x['runId'], x['status']) for x in runs]}\n"
-                    f"daemon log:\n{tail(running.dagster.daemon_log, 60)}")
+                    f"daemon log:\n{log_tail(running.dagster.daemon_log, 60)}")
     print(f"\nwebhooks -> funnel row through the sensor in {monotonic() - sent_at:.1f} s")
     assert {**row, "transaction_value": int(row["transaction_value"])} == expected
 

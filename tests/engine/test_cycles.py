@@ -1,4 +1,4 @@
-"""Lead cycles (DESIGN.md section 4), on hand-built message sequences."""
+"""Lead cycles (docs/funnel.md), on hand-built message sequences."""
 
 from __future__ import annotations
 

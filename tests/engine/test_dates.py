@@ -1,4 +1,4 @@
-"""Dates a customer asks for, relative to the message's local date (DESIGN.md section 4)."""
+"""Dates a customer asks for, relative to the message's local date (docs/funnel.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rupiah amounts in Indonesian chat text (DESIGN.md section 4, PROVIDERS.md section 3)."""
+"""Rupiah amounts in Indonesian chat text (docs/funnel.md, Transaction date and value)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Normalization and keyword matching on Indonesian chat text (DESIGN.md section 4)."""
+"""Normalization and keyword matching on Indonesian chat text (docs/funnel.md)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from funnel_ingest import db
-from tests.conftest import TEST_DB
-
-from .harness import FaultRow, FaultStack, Plan, build_plan
+from tests.faults.harness import FaultRow, FaultStack, Plan, build_plan
+from tests.support import TEST_DB
 
 ROWS: list[FaultRow] = []
 

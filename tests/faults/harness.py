@@ -27,17 +27,17 @@ from pathlib import Path
 import psycopg
 import redis
 
-from funnel_ingest import db, s3, stack
-from funnel_ingest.cli import start_api
-from funnel_ingest.engine.drain import current_classifier
-from funnel_ingest.engine.simulator import simulate, to_webhooks
-from funnel_ingest.engine.store import process_messages, store_statuses
-from funnel_ingest.local_dagster import free_port
-from funnel_ingest.providers import parse
-from funnel_ingest.samples import ROUTES, Sample
-from funnel_ingest.sender import headers_for
+from funnel_ingest import db, s3
+from funnel_ingest.ingest.providers import parse
+from funnel_ingest.local import s3_server
+from funnel_ingest.local.processes import free_port, start_api
 from funnel_ingest.settings import Settings
-from tests.conftest import start_redis_server
+from funnel_ingest.simulate.conversations import simulate, to_webhooks
+from funnel_ingest.simulate.samples import ROUTES, Sample
+from funnel_ingest.simulate.sender import headers_for
+from funnel_ingest.store.funnel import process_messages, store_statuses
+from funnel_ingest.store.keywords import current_classifier
+from tests.support import start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNNEL = str(Path(sys.executable).parent / "funnel")
@@ -181,7 +181,7 @@ class FaultStack:
         (self.root / "logs").mkdir(exist_ok=True)
         self.start_postgres(init=True)
         self.start_redis()
-        self.s3_port = stack.free_s3_port()
+        self.s3_port = s3_server.free_s3_port()
         self.start_s3()
         db.ensure_database(self.env["DATABASE_URL"])
         db.migrate(self.env["DATABASE_URL"])
@@ -254,9 +254,9 @@ class FaultStack:
         proc.wait(timeout=30)
 
     def start_s3(self) -> None:
-        self.procs["s3"] = stack.start_s3_server(self.root / "s3", self.s3_port, "fault",
+        self.procs["s3"] = s3_server.start_s3_server(self.root / "s3", self.s3_port, "fault",
                                                  "fault-secret", self.root / "logs" / "s3.log")
-        stack.wait_s3_ready(self.env["S3_ENDPOINT_URL"], "fault", "fault-secret", timeout=60)
+        s3_server.wait_s3_ready(self.env["S3_ENDPOINT_URL"], "fault", "fault-secret", timeout=60)
 
     # -- our processes -------------------------------------------------------------------
     def start_api(self) -> None:

@@ -22,12 +22,11 @@ import httpx
 import psycopg
 import redis
 
-from funnel_ingest.engine.drain import stream_id_key
-from funnel_ingest.providers import parse
-from funnel_ingest.samples import ROUTES, Sample
-from funnel_ingest.sender import headers_for
-
-from .harness import FUNNEL, FaultStack, LoadResult, Plan, wait_for, write_deliveries
+from funnel_ingest.ingest.providers import parse
+from funnel_ingest.ingest.stream import stream_id_key
+from funnel_ingest.simulate.samples import ROUTES, Sample
+from funnel_ingest.simulate.sender import headers_for
+from tests.faults.harness import FUNNEL, FaultStack, LoadResult, Plan, wait_for, write_deliveries
 
 RATE = 120.0  # webhooks/s: the plan's ~1,200 webhooks take about 10 s
 

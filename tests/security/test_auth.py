@@ -22,11 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from funnel_ingest import auth
-from funnel_ingest.local_dagster import free_port
-
-from ..conftest import ApiServer, payload
-from .conftest import SECRETS
+from funnel_ingest.ingest import auth
+from funnel_ingest.local.processes import free_port
+from tests.support import SECRETS, ApiServer, payload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,7 +205,9 @@ SECRET_WORDS = ("token", "secret", "signature", "api_key", "expected", "digest",
 def test_no_secret_is_compared_with_an_ordinary_operator():
     """Static guard for code not reached above: in the modules that handle credentials, no
     `==`, `!=`, `in` or `is` has an operand named like a credential."""
-    from funnel_ingest import dashboard, keywords_api, report_api, webhooks
+    from funnel_ingest.api import dashboard, webhooks
+    from funnel_ingest.api import keywords as keywords_api
+    from funnel_ingest.api import report as report_api
 
     offenders = []
     for module in (auth, webhooks, keywords_api, report_api, dashboard):

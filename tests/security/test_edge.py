@@ -22,11 +22,8 @@ import httpx
 import orjson
 import pytest
 
-from funnel_ingest.cli import start_api
-from funnel_ingest.local_dagster import free_port
-
-from ..conftest import payload
-from .conftest import SECRETS, stream_lengths
+from funnel_ingest.local.processes import free_port, start_api
+from tests.support import SECRETS, payload, stream_lengths
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024

@@ -11,16 +11,16 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.keywords import default_csv_path, load_csv
-from funnel_ingest.engine.store import process_messages, store_dead_letters, store_statuses
+from funnel_ingest.ingest.providers import PayloadError, parse
 from funnel_ingest.messages import NormalizedMessage
-from funnel_ingest.providers import PayloadError, parse
-
-from .conftest import SEC
-from .fuzzing import mutated_bodies
+from funnel_ingest.store.funnel import process_messages, store_dead_letters, store_statuses
+from tests.security.fuzzing import mutated_bodies
+from tests.support import SEC
 
 
 class Rollback(Exception):

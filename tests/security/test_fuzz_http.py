@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from funnel_ingest import auth
-
-from .conftest import RAW_KEY, SEC
-from .fuzzing import NASTY_STRINGS, mutated_bodies
+from funnel_ingest.ingest import auth
+from tests.security.fuzzing import NASTY_STRINGS, mutated_bodies
+from tests.support import RAW_KEY, SEC
 
 ROUTES = {"whatsapp": "/webhooks/whatsapp", "qontak": "/webhooks/qontak", "generic": "/webhook"}
 FEW = hsettings(SEC, max_examples=25)

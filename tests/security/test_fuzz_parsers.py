@@ -25,18 +25,24 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from funnel_ingest import phones
 from funnel_ingest.engine import dates, money
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.keywords import default_csv_path, load_csv
 from funnel_ingest.engine.matcher import Matcher
 from funnel_ingest.engine.model import STAGES, Keyword
 from funnel_ingest.engine.text import normalize, normalize_light
+from funnel_ingest.ingest.providers import PayloadError, parse, phones
 from funnel_ingest.messages import SOURCES, NormalizedMessage, ParseResult
-from funnel_ingest.providers import PayloadError, parse
-
-from .conftest import SEC
-from .fuzzing import NASTY_STRINGS, SAMPLES, any_text, get_at, mutated_bodies, paths, set_at
+from tests.security.fuzzing import (
+    NASTY_STRINGS,
+    SAMPLES,
+    any_text,
+    get_at,
+    mutated_bodies,
+    paths,
+    set_at,
+)
+from tests.support import SEC
 
 E164 = re.compile(r"\+[1-9]\d{5,14}")
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)

@@ -17,11 +17,9 @@ import psycopg
 import pytest
 
 from funnel_dagster.defs import assets
-from funnel_ingest import auth
 from funnel_ingest.cli import main as cli_main
-
-from ..conftest import ApiServer
-from ..test_report_api import hand_computed_rows, insert, key, lead  # noqa: F401 (key: fixture)
+from funnel_ingest.ingest import auth
+from tests.support import ApiServer, hand_computed_rows, insert, lead
 
 FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+cmd|' /C calc'!A0", "-2+3+cmd",
             "@SUM(1+1)*cmd", "\tlooks-empty", "\r=1+1"]
@@ -171,7 +169,7 @@ def test_funnel_export_neutralizes_formula_cells_unless_exact_values(hostile_fun
 
 def test_the_dagster_csv_neutralizes_formula_cells_and_counts_rows_not_newlines(
         hostile_funnel, settings, s3_client):
-    from ..dagster.conftest import dagster_resources
+    from tests.support import dagster_resources
 
     resources = dagster_resources(settings)
     result = dg.materialize([assets.funnel_report_csv], partition_key=DAY.isoformat(),
@@ -246,7 +244,8 @@ def test_labels_with_console_markup_print_as_text_in_funnel_report(funnel_db, ca
 
 def test_room_entries_expire_unless_used_and_an_expired_room_still_resolves(
         sec_settings, clean_redis, funnel_db):
-    from funnel_ingest.engine.drain import current_classifier, drain_all
+    from funnel_ingest.store.keywords import current_classifier
+    from tests.support import drain_all
 
     cfg = sec_settings.replace(room_ttl_seconds=3)
     room = {"room_id": "room-ttl-1", "channel": "ads"}

@@ -19,14 +19,11 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from funnel_ingest import auth
-from funnel_ingest.archive import read_lines
 from funnel_ingest.engine.classify import Classifier
-from funnel_ingest.engine.drain import drain_all
 from funnel_ingest.engine.keywords import default_csv_path, load_csv
-
-from ..conftest import empty_engine_tables
-from .conftest import RAW_KEY, bucket_keys, stream_lengths
+from funnel_ingest.ingest import auth
+from funnel_ingest.ingest.archive import read_lines
+from tests.support import RAW_KEY, bucket_keys, drain_all, empty_engine_tables, stream_lengths
 
 EVIL = [
     "'; DROP TABLE funnel; --",

@@ -12,15 +12,21 @@ import orjson
 import psycopg
 import pytest
 
-from funnel_ingest import auth
-from funnel_ingest.archive import read_lines
 from funnel_ingest.engine.classify import Classifier
-from funnel_ingest.engine.drain import drain_all
 from funnel_ingest.engine.keywords import default_csv_path, load_csv
-from funnel_ingest.providers.generic import MAX_BATCH
-
-from ..conftest import ApiServer, empty_engine_tables, metric, payload
-from .conftest import RAW_KEY, bucket_keys, stream_lengths
+from funnel_ingest.ingest import auth
+from funnel_ingest.ingest.archive import read_lines
+from funnel_ingest.ingest.providers.generic import MAX_BATCH
+from tests.support import (
+    RAW_KEY,
+    ApiServer,
+    bucket_keys,
+    drain_all,
+    empty_engine_tables,
+    metric,
+    payload,
+    stream_lengths,
+)
 
 LIMIT = 2048
 ROUTES = {"whatsapp": "/webhooks/whatsapp", "qontak": "/webhooks/qontak", "generic": "/webhook"}

@@ -11,15 +11,15 @@ from __future__ import annotations
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, settings as hsettings
+from hypothesis import HealthCheck
+from hypothesis import settings as hsettings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from funnel_ingest import auth
+from funnel_ingest.ingest import auth
 from funnel_ingest.main import create_app
 from funnel_ingest.settings import Settings
-
-from .conftest import SECRETS
+from tests.support import SECRETS
 
 MAX_EXAMPLES = 30
 SEEN: dict[str, set[int]] = {}

@@ -1,0 +1,53 @@
+"""The funnel dashboard: one page (`GET /dashboard`) with conversion by channel and over time,
+drawn in the browser by the vendored Chart.js (`static/vendor/`, served here: nothing is
+fetched from elsewhere) from `/funnel-report` and `/funnel-report/daily`.
+
+The page itself holds no data and needs no key. The API key is typed into the page's prompt
+(or handed over as a URL fragment, `/dashboard#key=...`, which browsers never send to a
+server), kept in the tab's sessionStorage and sent only as the `X-API-Key` header of the
+page's own requests. A `?key=` query parameter would end up in access logs, proxy logs and
+browser history; the fragment and the header do not. A strict Content-Security-Policy (scripts
+and styles from this origin only, no inline code) keeps injected markup from reading it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8"}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+router = APIRouter(tags=["dashboard"])
+
+
+@router.get("/dashboard", response_class=FileResponse, summary="The funnel dashboard (HTML)",
+            responses={200: {"content": {"text/html": {}}}})
+async def dashboard_page() -> Response:
+    """Conversion by channel and over time, for a date range and channels chosen on the page.
+    Asks for the API key (or reads it from the `#key=` fragment)."""
+    return FileResponse(STATIC_DIR / "dashboard.html", media_type=_TYPES[".html"], headers={
+        "Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+@router.get("/static/{name:path}", include_in_schema=False)
+async def static_file(name: Annotated[str, PathParam()]) -> Response:
+    """The dashboard's script, style sheet and vendored chart library."""
+    try:
+        path = (STATIC_DIR / name).resolve()
+        found = path.is_relative_to(STATIC_DIR) and path.is_file() and path.suffix in _TYPES
+    except (ValueError, OSError):  # a NUL byte in the name, a name too long for the OS
+        found = False
+    if not found:
+        return JSONResponse({"error": "not_found", "detail": f"no static file {name!r}"},
+                            status_code=404)
+    return FileResponse(path, media_type=_TYPES[path.suffix], headers={
+        "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,408 @@
+"""The funnel engine on Postgres: set-based, incremental, idempotent.
+
+`process_messages` takes a batch of normalized messages (any order, duplicates welcome):
+1. classify them in Python and COPY them into a staging table;
+2. insert the new ones into `classified_messages` (the unique idempotency key drops
+   redeliveries), learn rooms' customers and resolve agent messages that were waiting for
+   their room;
+3. recompute the lead cycles of exactly the customers the batch touched, from all their
+   messages, and merge the result into `funnel` and `transactions` (rows that did not change
+   keep their `updated_at`).
+A handful of statements per batch, never one round-trip per message. Because step 3 always
+recomputes a touched customer from the full set of their messages, the result equals a full
+rebuild (`rebuild`) whatever the batches and their order.
+All of it runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import orjson
+import psycopg
+
+from funnel_ingest.engine.classify import Classifier
+from funnel_ingest.engine.cycles import CustomerFunnel, CycleMessage, customer_funnel
+from funnel_ingest.engine.model import STAGES
+from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent
+
+log = logging.getLogger(__name__)
+
+MESSAGE_COLUMNS = (
+    "source", "message_id", "room_key", "room_id", "customer_key", "phone", "user_id",
+    "direction", "sender_type", "sent_at", "message_date", "received_at", "text", "message_type",
+    "channel_hint", "room_channel", "campaign_id", "ad_id", "referral", "context_id", "raw_key",
+    "raw_line", "stages", "keywords", "opening_keyword", "opening_channel", "payment", "amount",
+    "requested_date", "keyword_version",
+)
+FUNNEL_COLUMNS = (
+    "lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
+    "transaction_value", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
+    "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
+    "opening_keyword", "opening_source", "opening_message_id",
+)
+TX_COLUMNS = ("message_pk", "lead_id", "customer_key", "paid_at", "paid_date", "amount",
+              "direction")
+_CYCLE_SELECT = """
+    SELECT m.customer_key, m.id, m.source, m.message_id, m.room_key, m.sent_at, m.direction,
+           m.stages, m.payment, m.amount, m.phone, m.channel_hint, m.opening_channel,
+           m.opening_keyword, m.campaign_id, m.ad_id, m.requested_date
+      FROM classified_messages m
+"""
+
+
+@dataclass
+class BatchResult:
+    received: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    customers: int = 0
+    leads: int = 0
+    days: set[date] = field(default_factory=set)  # business dates of the batch's messages
+    inserted_by_day: dict[date, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# Writers of the funnel take this advisory lock for their transaction. A drain chunk takes it
+# shared: drains of different shards touch different customers and run side by side. A writer
+# that may touch any customer (a backfill day, a restore from the archive, a full rebuild)
+# takes it exclusive. Without it, a backfill re-classifying a customer's history and a drain
+# adding that customer's new message could each recompute the customer from a snapshot
+# without the other's change, and the one committing last would leave a funnel that differs
+# from a full rebuild.
+WRITER_LOCK_ID = 0x66756E6E656C01  # "funnel" + 1
+
+
+def lock_writers(conn: psycopg.Connection, *, exclusive: bool) -> None:
+    """Take the funnel writers' lock for the current transaction (see WRITER_LOCK_ID)."""
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    conn.execute(f"SELECT {fn}(%s)", (WRITER_LOCK_ID,))
+
+
+def _empty_temp_table(conn: psycopg.Connection, name: str, definition: str) -> None:
+    """A session temp table, created on first use (`definition`: columns or `AS SELECT …`)
+    and emptied for this batch."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} {definition}")
+    conn.execute(f"TRUNCATE {name}")
+
+
+def _staging_like(conn: psycopg.Connection, name: str, table: str,
+                  columns: Sequence[str]) -> None:
+    _empty_temp_table(conn, name, f"AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
+
+
+def _empty_touched(conn: psycopg.Connection) -> None:
+    _empty_temp_table(conn, "touched", "(customer_key text PRIMARY KEY)")
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: Sequence[str],
+          rows: Iterable[Sequence[object]]) -> None:
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _without_nul(value: object) -> object:
+    """`value` with NUL removed from its strings, nested ones included: Postgres `text` cannot
+    hold NUL and `jsonb` refuses `\u0000`, and one such value would fail a drain's whole batch,
+    again on every retry. The raw archive keeps the exact bytes."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _row(values: tuple) -> tuple:
+    """A COPY row without NUL in its strings (the check is all most rows cost)."""
+    if any(v.__class__ is str and "\x00" in v for v in values):
+        return tuple(_without_nul(v) if v.__class__ is str else v for v in values)
+    return values
+
+
+def _json(value: object) -> str | None:
+    return orjson.dumps(_without_nul(value)).decode() if value else None
+
+
+def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
+                  tz: ZoneInfo) -> Iterator[tuple]:
+    for m in messages:
+        c = classifier.classify_message(m)
+        yield _row((
+            m.source, m.message_id, m.room_key, m.room_id, m.customer_key, m.phone, m.user_id,
+            m.direction, m.sender_type, m.sent_at, m.sent_at.astimezone(tz).date(),
+            m.received_at, m.text, m.message_type, m.channel_hint,
+            m.room_channel, m.campaign_id, m.ad_id, _json(m.referral), m.context_id,
+            m.raw_key, m.raw_line, list(c.stages), list(c.keywords), c.opening_keyword,
+            c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version,
+        ))
+
+
+def message_key(m: NormalizedMessage) -> tuple[str, str, str]:
+    """A message's idempotency key as stored: (source, message id, room key)."""
+    return (m.source, m.message_id, m.room_key)
+
+
+STORED_KEYS_SQL = {
+    "message": ("stored_message_keys", "source text, message_id text, room_key text",
+                """SELECT k.source, k.message_id, k.room_key FROM stored_message_keys k
+                   JOIN classified_messages c USING (source, message_id, room_key)"""),
+    "status": ("stored_status_keys", "source text, message_id text, status text",
+               """SELECT k.source, k.message_id, k.status FROM stored_status_keys k
+                  JOIN message_statuses s USING (source, message_id, status)"""),
+    "deadletter": ("stored_dead_keys", "raw_key text, raw_line text, message_id text",
+                   """SELECT DISTINCT k.raw_key, k.raw_line, k.message_id FROM stored_dead_keys k
+                      JOIN dead_letters d ON d.raw_key = k.raw_key
+                       AND d.raw_line = k.raw_line::int
+                       AND coalesce(d.message_id, '') = k.message_id"""),
+}
+
+
+def stored_keys(conn: psycopg.Connection, kind: str,
+                keys: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Which of `keys` of one kind (`message`, `status`, `deadletter`) are stored already: one
+    COPY of the keys and one join."""
+    if not keys:
+        return set()
+    table, definition, query = STORED_KEYS_SQL[kind]
+    _empty_temp_table(conn, table, f"({definition})")
+    columns = [c.split()[0] for c in definition.split(", ")]
+    _copy(conn, table, columns, keys)
+    return {tuple(row) for row in conn.execute(query)}
+
+
+def not_stored(conn: psycopg.Connection, messages: Sequence[NormalizedMessage]
+               ) -> list[NormalizedMessage]:
+    """The messages whose idempotency key is not in `classified_messages` (`stored_keys`): what a
+    restore from the archive needs to classify, instead of all."""
+    stored = stored_keys(conn, "message", {message_key(m) for m in messages})
+    return [m for m in messages if message_key(m) not in stored]
+
+
+def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],
+                     classifier: Classifier, *, lead_window_days: int = 30) -> BatchResult:
+    """Store and classify a batch, then bring the funnel of the customers it touched up to date."""
+    result = BatchResult(received=len(messages))
+    if not messages:
+        return result
+    tz = classifier.tz
+    result.days = {m.sent_at.astimezone(tz).date() for m in messages}
+    t0 = time.perf_counter()
+    _staging_like(conn, "stage_messages", "classified_messages", MESSAGE_COLUMNS)
+    _copy(conn, "stage_messages", MESSAGE_COLUMNS, _message_rows(messages, classifier, tz))
+    t1 = time.perf_counter()
+    cols = ", ".join(MESSAGE_COLUMNS)
+    _empty_touched(conn)
+    result.inserted_by_day = dict(conn.execute(
+        f"""WITH ins AS (
+                INSERT INTO classified_messages ({cols}) SELECT {cols} FROM stage_messages
+                ON CONFLICT (source, message_id, room_key) DO NOTHING
+                RETURNING customer_key, message_date),
+            t AS (INSERT INTO touched SELECT DISTINCT customer_key FROM ins
+                   WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING)
+            SELECT message_date, count(*) FROM ins GROUP BY 1""").fetchall())
+    result.inserted = sum(result.inserted_by_day.values())
+    result.duplicates = result.received - result.inserted
+    _resolve_rooms(conn)
+    _refresh_statistics(conn, result.inserted)
+    t2 = time.perf_counter()
+    result.customers, result.leads = _recompute_touched(conn, tz, lead_window_days)
+    t3 = time.perf_counter()
+    result.seconds = {"classify+copy": t1 - t0, "insert": t2 - t1, "funnel": t3 - t2}
+    return result
+
+
+def _refresh_statistics(conn: psycopg.Connection, inserted: int) -> None:
+    """Keep the planner's row estimates current during bulk drains, so the recompute reads the
+    touched customers through the (customer_key, sent_at) index instead of sorting the table
+    (autovacuum's ANALYZE lags far behind a backlog being drained)."""
+    conn.execute("SET LOCAL jit = off")  # short statements: compiling costs more than it saves
+    conn.execute("ANALYZE touched")
+    estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'classified_messages'"
+                            "::regclass").fetchone()[0]
+    if inserted > 0.1 * max(estimate, 0) + 1000:
+        conn.execute("ANALYZE classified_messages")
+
+
+def _resolve_rooms(conn: psycopg.Connection) -> None:
+    """Learn each room's customer from its first inbound message; give agent messages that were
+    waiting for their room the room's customer (and mark those customers touched)."""
+    conn.execute(
+        """INSERT INTO rooms (source, room_id, customer_key)
+           SELECT DISTINCT ON (source, room_id) source, room_id, customer_key
+             FROM stage_messages
+            WHERE room_id IS NOT NULL AND customer_key IS NOT NULL AND direction = 'inbound'
+            ORDER BY source, room_id, sent_at, message_id
+           ON CONFLICT DO NOTHING""")
+    conn.execute(
+        """WITH fixed AS (
+               UPDATE classified_messages m SET customer_key = r.customer_key
+                 FROM rooms r
+                WHERE m.customer_key IS NULL AND m.source = r.source AND m.room_id = r.room_id
+            RETURNING m.customer_key)
+           INSERT INTO touched SELECT DISTINCT customer_key FROM fixed ON CONFLICT DO NOTHING""")
+
+
+def _cycle_rows(conn: psycopg.Connection, where: str,
+                params: Sequence[object] = ()) -> Iterator[tuple[str, list[CycleMessage]]]:
+    """Each customer's messages, streamed from a server-side cursor in customer order."""
+    with conn.cursor(name="cycle_rows") as cur:
+        cur.itersize = 20_000
+        cur.execute(f"{_CYCLE_SELECT} {where} ORDER BY m.customer_key", params)
+        key: str | None = None
+        batch: list[CycleMessage] = []
+        for row in cur:
+            if row[0] != key:
+                if key is not None:
+                    yield key, batch
+                key, batch = row[0], []
+            batch.append(CycleMessage(row[1], row[2], row[3], row[4], row[5], row[6],
+                                      tuple(row[7]), row[8], row[9], row[10], row[11], row[12],
+                                      row[13], row[14], row[15], row[16]))
+        if key is not None:
+            yield key, batch
+
+
+def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
+                 ) -> tuple[list[tuple], list[tuple], int]:
+    """Funnel and transaction rows of the customers' funnels, and how many customers."""
+    leads: list[tuple] = []
+    payments: list[tuple] = []
+    customers = 0
+    for _key, f in funnels:
+        customers += 1
+        for ld in f.leads:
+            lead_date, booking_date, tx_date = ld.dates(tz)
+            leads.append((
+                ld.lead_id, lead_date, ld.channel, ld.phone, booking_date, tx_date,
+                ld.transaction_value, ld.customer_key, ld.cycle, ld.lead_at, ld.booking_at,
+                ld.transaction_at, ld.transaction_total, ld.transactions, ld.requested_date,
+                ld.campaign_id, ld.ad_id, ld.opening_keyword, ld.opening_source,
+                ld.opening_message_id))
+        for p in f.payments:
+            payments.append((p.message_pk, p.lead_id, p.customer_key, p.paid_at,
+                             p.paid_at.astimezone(tz).date(), p.amount, p.direction))
+    return leads, payments, customers
+
+
+def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo,
+                       lead_window_days: int) -> tuple[int, int]:
+    funnels = ((key, customer_funnel(key, msgs, lead_window_days))
+               for key, msgs in _cycle_rows(
+                   conn, "JOIN touched t ON t.customer_key = m.customer_key"))
+    leads, payments, customers = _funnel_rows(funnels, tz)
+    _merge_funnel(conn, leads, payments, scope="touched")
+    return customers, len(leads)
+
+
+def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[tuple],
+                  scope: str) -> None:
+    """Replace the funnel rows of the customers in `scope` (a table of customer keys, or
+    'all') with `leads`, touching only the rows whose values changed."""
+    _staging_like(conn, "stage_funnel", "funnel", FUNNEL_COLUMNS)
+    _staging_like(conn, "stage_tx", "transactions", TX_COLUMNS)
+    _copy(conn, "stage_funnel", FUNNEL_COLUMNS, leads)
+    _copy(conn, "stage_tx", TX_COLUMNS, payments)
+    in_scope = ("TRUE" if scope == "all"
+                else f"f.customer_key IN (SELECT customer_key FROM {scope})")
+    conn.execute(f"""DELETE FROM funnel f WHERE {in_scope}
+                       AND NOT EXISTS (SELECT 1 FROM stage_funnel s WHERE s.lead_id = f.lead_id)""")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FUNNEL_COLUMNS if c != "lead_id")
+    changed = " OR ".join(f"funnel.{c} IS DISTINCT FROM EXCLUDED.{c}"
+                          for c in FUNNEL_COLUMNS if c != "lead_id")
+    cols = ", ".join(FUNNEL_COLUMNS)
+    conn.execute(f"""INSERT INTO funnel ({cols}) SELECT {cols} FROM stage_funnel
+                     ON CONFLICT (lead_id) DO UPDATE SET {updates}, updated_at = now()
+                     WHERE {changed}""")
+    tx_scope = in_scope.replace("f.customer_key", "t.customer_key")
+    conn.execute(f"DELETE FROM transactions t WHERE {tx_scope}")
+    tx_cols = ", ".join(TX_COLUMNS)
+    conn.execute(f"INSERT INTO transactions ({tx_cols}) SELECT {tx_cols} FROM stage_tx")
+
+
+def rebuild(conn: psycopg.Connection, tz: ZoneInfo, lead_window_days: int = 30) -> int:
+    """Recompute the whole funnel from all classified messages; returns the number of leads."""
+    funnels = ((key, customer_funnel(key, msgs, lead_window_days))
+               for key, msgs in _cycle_rows(conn, "WHERE m.customer_key IS NOT NULL"))
+    leads, payments, _ = _funnel_rows(funnels, tz)
+    _merge_funnel(conn, leads, payments, scope="all")
+    return len(leads)
+
+
+def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, end: date,
+               *, lead_window_days: int = 30) -> BatchResult:
+    """Re-classify the stored messages of [start, end] (business dates) with `classifier`'s
+    keywords and bring the funnel of their customers up to date."""
+    rows = conn.execute(
+        "SELECT id, text, direction, sent_at FROM classified_messages "
+        "WHERE message_date BETWEEN %s AND %s", (start, end)).fetchall()
+    class_columns = ("id", "stages", "keywords", "opening_keyword", "opening_channel",
+                     "payment", "amount", "requested_date", "keyword_version")
+    _staging_like(conn, "stage_class", "classified_messages", class_columns)
+
+    def gen() -> Iterator[tuple]:
+        for pk, text, direction, sent_at in rows:
+            c = classifier.classify(text, direction, sent_at)
+            yield (pk, list(c.stages), list(c.keywords), c.opening_keyword, c.opening_channel,
+                   c.payment, c.amount, c.requested_date, c.keyword_version)
+
+    _copy(conn, "stage_class", class_columns, gen())
+    _empty_touched(conn)
+    conn.execute(
+        """WITH upd AS (
+               UPDATE classified_messages m SET stages = s.stages, keywords = s.keywords,
+                      opening_keyword = s.opening_keyword, opening_channel = s.opening_channel,
+                      payment = s.payment, amount = s.amount, requested_date = s.requested_date,
+                      keyword_version = s.keyword_version, classified_at = now()
+                 FROM stage_class s WHERE m.id = s.id
+            RETURNING m.customer_key)
+           INSERT INTO touched SELECT DISTINCT customer_key FROM upd
+            WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING""")
+    result = BatchResult(received=len(rows))
+    result.customers, result.leads = _recompute_touched(conn, classifier.tz, lead_window_days)
+    return result
+
+
+def day_counts(conn: psycopg.Connection, days: Iterable[date]) -> dict[date, dict[str, int]]:
+    """Per business day: its stored messages (`messages`) and how many of them carry each stage
+    (`opening`, `booking`, `transaction`); days without messages are left out. One index scan
+    of those days."""
+    stage_counts = ", ".join(f"count(*) FILTER (WHERE '{stage}' = ANY(stages))"
+                             for stage in STAGES)
+    rows = conn.execute(f"SELECT message_date, count(*), {stage_counts} FROM classified_messages "
+                        "WHERE message_date = ANY(%s) GROUP BY 1", (sorted(set(days)),))
+    return {day: {"messages": n, **dict(zip(STAGES, stages))} for day, n, *stages in rows}
+
+
+def store_statuses(conn: psycopg.Connection, statuses: Sequence[StatusEvent]) -> int:
+    if not statuses:
+        return 0
+    columns = ("source", "message_id", "status", "recipient", "status_at", "errors", "raw_key")
+    _staging_like(conn, "stage_status", "message_statuses", columns)
+    _copy(conn, "stage_status", columns,
+          (_row((s.source, s.message_id, s.status, s.recipient, s.status_at, _json(s.errors),
+                 s.raw_key)) for s in statuses))
+    return conn.execute("INSERT INTO message_statuses SELECT * FROM stage_status "
+                        "ON CONFLICT DO NOTHING").rowcount
+
+
+def store_dead_letters(conn: psycopg.Connection,
+                       items: Sequence[tuple[str, DeadLetter]]) -> int:
+    """Dead letters with their stream ids (idempotent on the stream id)."""
+    if not items:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (stream_id, source, reason, detail, message_id, raw_key,"
+            " raw_line) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [_row((sid, d.source, d.reason, d.detail, d.message_id, d.raw_key, d.raw_line))
+             for sid, d in items])
+    return len(items)

@@ -1,0 +1,173 @@
+"""GET /dashboard in a real browser: headless Chromium loads the page from the API, the page
+fetches the report with the key from its URL fragment and draws the charts with the vendored
+Chart.js; the test reads the rendered DOM and a screenshot."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from funnel_ingest.api.dashboard import STATIC_DIR
+from tests.support import DAY, hand_computed_rows, insert, lead
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHART_JS_SHA256 = "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"
+needs_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/install-debian)")
+
+
+def chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1250",
+         "--hide-scrollbars", "--virtual-time-budget=20000", *args, url],
+        capture_output=True, text=True, timeout=120)
+
+
+def dump_dom(tmp_path: Path, url: str) -> str:
+    out = chromium(tmp_path, url, "--dump-dom")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
+    """Width, height and rows of RGB(A) pixels of an 8-bit, non-interlaced PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8 and colour in (2, 6)
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    bpp = 3 if colour == 2 else 4
+    raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b, c = prev[x], prev[x - bpp] if x >= bpp else 0
+            if f == 1:
+                line[x] = (line[x] + a) & 255
+            elif f == 2:
+                line[x] = (line[x] + b) & 255
+            elif f == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return width, height, [bytes(r[i:i + 3]) for r in rows for i in range(0, stride, bpp)]
+
+
+def canvas(dom: str, chart: str) -> dict[str, str]:
+    tag = re.search(rf'<canvas id="{chart}"[^>]*>', dom)
+    assert tag, f"no canvas {chart}"
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(0)))
+
+
+def summary_row(dom: str, channel: str) -> list[str]:
+    row = re.search(rf'<tr[^>]*data-channel="{channel}"[^>]*>(.*?)</tr>', dom, re.DOTALL)
+    assert row, f"no summary row for {channel}"
+    return [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row.group(1))]
+
+
+@pytest.fixture
+def dashboard_data(funnel_db):  # noqa: F811
+    rows = hand_computed_rows()
+    for d in range(1, 7):  # a week of leads, so the charts over time have lines
+        day = DAY + timedelta(days=d)
+        rows += [lead("ads", day, book=60, pay=600 * d, value=250_000 * d),
+                 lead("ads", day, book=30), lead("website", day, book=90, pay=900, value=90_000),
+                 lead("direct", day)]
+    insert(funnel_db, rows)
+
+
+@needs_browser
+def test_dashboard_renders_the_charts_from_the_report(api, dashboard_data, key, tmp_path):  # noqa: F811
+    url = (f"{api.base_url}/dashboard?start=2025-10-01&end=2025-10-07"
+           f"#key={key['X-API-Key']}")
+    dom = dump_dom(tmp_path, url)
+    assert 'data-state="ready"' in dom, dom[-3000:]
+
+    bars = canvas(dom, "chart-channels")
+    assert bars["data-series"] == "3" and bars["data-points"] == "9"  # 3 steps x 3 channels
+    days, leads = canvas(dom, "chart-days"), canvas(dom, "chart-leads")
+    assert days["data-series"] == leads["data-series"] == "3"
+    assert int(leads["data-points"]) == 3 + 3 * 6  # day 1: 3 channels, then 3 a day
+    for c in (bars, days, leads):
+        assert int(c["data-painted"]) > 5_000  # pixels the chart actually drew
+
+    # the data labels: the table under the charts and the charts' text alternatives
+    ads = summary_row(dom, "ads")
+    assert ads[:7] == ["ads", "17", "16", "9", "94.1%", "56.3%", "52.9%"]
+    total = summary_row(dom, "All channels")
+    assert total[1] == "32"
+    assert re.search(r"<td>ads</td><td>94\.1%</td><td>56\.3%</td><td>52\.9%</td>", dom)
+    assert re.search(r"<td>2025-10-07</td><td>website</td><td>1</td><td>100\.0%</td>", dom)
+    assert 'value="ads"' in dom and 'value="website"' in dom  # channel picker filled in
+
+    shot = tmp_path / "dashboard.png"
+    out = chromium(tmp_path, url, f"--screenshot={shot}")
+    assert out.returncode == 0 and shot.exists(), out.stderr[-2000:]
+    width, height, pixels = png_pixels(shot)
+    assert (width, height) == (1400, 1250)
+    colours = set(pixels)
+    assert len(colours) > 200  # text, bars, lines, anti-aliasing: not a blank page
+    bar_blue = {p for p in colours if p[2] > 180 and p[0] < 60 and p[1] < 100}
+    assert bar_blue, "no blue bars in the screenshot"
+
+
+@needs_browser
+def test_dashboard_asks_for_the_key_and_refuses_a_wrong_one(api, dashboard_data, tmp_path):
+    dom = dump_dom(tmp_path, f"{api.base_url}/dashboard")
+    assert 'data-state="login"' in dom
+    assert '<section id="login">' in dom  # shown (not hidden)
+    assert re.search(r'<main id="content" hidden', dom)
+    wrong = dump_dom(tmp_path, f"{api.base_url}/dashboard#key=not-the-key")
+    assert 'data-state="login"' in wrong and "the API key was refused" in wrong
+
+
+def test_dashboard_page_is_static_strict_and_self_contained(api):
+    resp = api.client.get("/dashboard")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    csp = resp.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert resp.headers["referrer-policy"] == "no-referrer"
+    page = resp.text
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page)  # no inline code
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from elsewhere
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page):
+        asset = api.client.get("/" + src)
+        assert asset.status_code == 200, src
+
+
+def test_the_vendored_chart_library_is_served_unchanged(api):
+    resp = api.client.get("/static/vendor/chart.umd.min.js")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/javascript")
+    assert hashlib.sha256(resp.content).hexdigest() == CHART_JS_SHA256
+    assert (STATIC_DIR / "vendor" / "chart.js-LICENSE.md").exists()
+
+
+@pytest.mark.parametrize("path", ["/static/../report.py", "/static/%2e%2e/report.py",
+                                  "/static/nothing.js", "/static/vendor", "/static/../../README.md"])
+def test_static_serves_only_its_own_files(api, path):
+    assert api.client.get(path).status_code == 404
