@@ -41,7 +41,8 @@ def write_archive(env: dict[str, str], bucket: str, days: int, customers: int, s
     from funnel_ingest.ingest.archive import RawBody, object_key
     from funnel_ingest.ingest.providers import parse
     from funnel_ingest.settings import get_settings
-    from funnel_ingest.simulate.conversations import simulate, to_webhooks
+    from funnel_ingest.simulate.conversations import simulate
+    from funnel_ingest.simulate.webhooks import to_webhooks
 
     settings = get_settings()
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -88,7 +89,7 @@ def run_backfill(first: str, last: str) -> tuple[float, dict]:
 
     from funnel_dagster.definitions import defs
 
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs().resolve_implicit_global_asset_job_def()
     t0 = time.perf_counter()
     result = job.execute_in_process(
         asset_selection=[dg.AssetKey("classified_messages")],

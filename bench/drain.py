@@ -63,7 +63,7 @@ def main() -> None:
 
     import dagster as dg
 
-    from funnel_dagster.defs.drain import drain_job, drain_totals
+    from funnel_dagster.defs.jobs import drain_job, drain_totals
     from funnel_dagster.defs.resources import resources
     t = time.perf_counter()
     result = drain_job.execute_in_process(

@@ -38,7 +38,7 @@ from funnel_ingest.local.processes import (  # noqa: E402
     stop_process_group,
 )
 from funnel_ingest.settings import Settings  # noqa: E402
-from funnel_ingest.simulate.samples import indonesian_phone, whatsapp_body  # noqa: E402
+from funnel_ingest.simulate.webhooks import indonesian_phone, whatsapp_body  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import httptools
 import orjson
 
 from funnel_ingest.ingest.auth import sign
-from funnel_ingest.simulate.samples import generic_body, indonesian_phone, whatsapp_body
+from funnel_ingest.simulate.webhooks import generic_body, indonesian_phone, whatsapp_body
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
+import psycopg
 import redis
 
 from funnel_ingest import db, s3
 from funnel_ingest.local.dagster import LocalDagster, dagster_env
-from funnel_ingest.local.processes import free_port, start_api, stop_process_group
+from funnel_ingest.local.processes import (
+    free_port,
+    log_tail,
+    start_api,
+    stop_process_group,
+    wait_for,
+)
 from funnel_ingest.settings import Settings
+from tests.faults.harness import Plan
 
 
 @dataclass
@@ -76,3 +85,37 @@ def private_stack(stack_env: dict[str, str], state_dir: Path, *, tag: str, redis
             s3.delete_bucket(s3_client, bucket)
         for name in (funnel_db, dagster_db, *extra_databases):
             db.drop_database(f"{base}/{name}")
+
+
+DRAIN_TIMEOUT = 120.0
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    settings: Settings
+    api_url: str
+    dagster: LocalDagster
+    state_dir: Path
+    plan: Plan
+    days: list[date]  # the business days the plan's messages were sent on
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.settings.database_url, **kwargs)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url)
+
+    def backlog(self) -> int:
+        r = self.redis()
+        try:
+            return sum(r.xlen(s) for s in self.settings.stream_keys())
+        finally:
+            r.close()
+
+    def wait_drained(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        try:
+            wait_for(lambda: self.backlog() == 0, timeout, 0.5, "the stream drained")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; daemon log:\n{log_tail(self.dagster.daemon_log, 80)}"
+                                 ) from None

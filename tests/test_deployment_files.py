@@ -366,8 +366,9 @@ def test_definitions_are_loadable() -> None:
 
     from funnel_dagster.definitions import defs
 
-    assert isinstance(defs, dg.Definitions)
-    dg.Definitions.validate_loadable(defs)
+    loaded = defs()  # @dg.definitions: loaded when called (migrations first)
+    assert isinstance(loaded, dg.Definitions)
+    dg.Definitions.validate_loadable(loaded)
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from funnel_dagster.defs.resources import (
     S3Resource,
     funnel_settings,
 )
-from funnel_ingest.engine.model import STAGES
+from funnel_dagster.metadata import day_metadata, funnel_metadata, md_cell
 from funnel_ingest.report.query import count_leads, csv_chunks
 from funnel_ingest.s3 import presigned_get
 from funnel_ingest.store import funnel as store
@@ -65,10 +65,6 @@ def keywords(context: dg.AssetExecutionContext, postgres: PostgresResource,
                   "source": result.source, "dagster/row_count": result.row_count})
 
 
-def day_metadata(counts: dict[str, int]) -> dict:
-    """A classified_messages partition's metadata: its row count and per-stage counts."""
-    return {"dagster/row_count": counts.get("messages", 0),
-            **{f"stage_{stage}": counts.get(stage, 0) for stage in STAGES}}
 
 
 @dg.asset(
@@ -159,22 +155,8 @@ def funnel(context: dg.AssetExecutionContext, postgres: PostgresResource,
     return dg.MaterializeResult(metadata=metadata)
 
 
-def funnel_metadata(conn) -> dict:
-    """The funnel's row count, per-channel counts and a per-channel table."""
-    rows = conn.execute(
-        "SELECT channel, count(*), count(booking_at), count(transaction_at), "
-        "coalesce(sum(transaction_value), 0) FROM funnel GROUP BY 1 ORDER BY 1").fetchall()
-    table = "| channel | leads | bookings | transactions | value |\n|---|---|---|---|---|\n" + \
-        "\n".join(f"| {md_cell(c)} | {n} | {b} | {t} | {int(v):,} |" for c, n, b, t, v in rows)
-    return {"dagster/row_count": sum(n for _, n, *_ in rows),
-            "by_channel": dg.MetadataValue.md(table),
-            **{f"leads_{c}": n for c, n, *_ in rows}}
 
 
-def md_cell(value: object) -> str:
-    """A value as one Markdown table cell (pipes and line breaks would split the table)."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace(
-        "\n", " ")
 
 
 @dg.asset(deps=["funnel"], partitions_def=daily, group_name="reporting", owners=OWNERS,

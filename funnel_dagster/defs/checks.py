@@ -54,5 +54,3 @@ def stream_backlog(redis: RedisResource) -> dg.AssetCheckResult:
                   "max_backlog": settings.funnel_max_backlog,
                   "max_age_seconds": settings.funnel_max_backlog_age_seconds})
 
-
-ALL_CHECKS = [no_duplicate_messages, stage_dates_in_order, non_negative_values, stream_backlog]

@@ -122,7 +122,7 @@ def _drain_until_empty(settings, r, instance, batch_size: int,
                        totals: dict[str, list[int]]) -> None:
     """Run the Dagster drain job in-process over each stream's current range until every
     stream is empty."""
-    from funnel_dagster.defs.drain import drain_job, drain_totals
+    from funnel_dagster.defs.jobs import drain_job, drain_totals
     from funnel_dagster.defs.resources import resources
     from funnel_ingest.ingest.stream import newest_id
 
@@ -305,7 +305,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from funnel_dagster.launcher import worker_tags
 
     instance = dagster_instance()
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs().resolve_implicit_global_asset_job_def()
     days = (end - start).days + 1
     err(f"backfilling {start} .. {end} ({days} days) as one run in {instance.root_directory}")
     result = job.execute_in_process(
@@ -338,27 +338,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 
-def _demo_traffic(customers: int, seed: int | None):
-    """Realistic conversations of the last two days (simulator), as provider webhook bodies."""
-    import random
-    from datetime import datetime, timedelta, timezone
-
-    from funnel_ingest.simulate.conversations import simulate, to_webhooks
-
-    seed = random.randrange(1 << 30) if seed is None else seed
-    start = datetime.now(timezone.utc) - timedelta(days=2, hours=1)
-    sim = simulate(customers, seed=seed, start=start, days=2)
-    return sim, list(to_webhooks(sim.deliveries(seed=seed), seed=seed))
 
 
 def _print_summary(conn) -> None:
-    rows = conn.execute(
-        """SELECT channel, count(*), count(booking_at), count(transaction_at),
-                  coalesce(sum(transaction_value), 0)
-             FROM funnel GROUP BY channel ORDER BY count(*) DESC""").fetchall()
+    """The funnel by channel, most leads first (the report's summary)."""
+    from funnel_ingest.report.query import ReportFilter, summary
+
+    rows = sorted(summary(conn, ReportFilter())["by_channel"], key=lambda r: -r["leads"])
     print(f"\n{'channel':16}{'leads':>8}{'booked':>8}{'paid':>8}{'revenue (Rp)':>18}")
-    for channel, leads, booked, paid, revenue in rows:
-        print(f"{channel:16}{leads:8}{booked:8}{paid:8}{int(revenue):18,}")
+    for r in rows:
+        print(f"{r['channel']:16}{r['leads']:8}{r['bookings']:8}{r['transactions']:8}"
+              f"{r['revenue']['sum']:18,}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -388,7 +378,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         dagster.start()
         err(f"Dagster UI: {dagster.base_url}")
         r = redis.Redis.from_url(settings.redis_url)
-        sim, samples = _demo_traffic(args.customers, args.seed)
+        from funnel_ingest.simulate.traffic import recent_traffic
+        sim, samples = recent_traffic(args.customers, args.seed)
         err(f"sending {len(samples)} webhooks ({len(sim.messages)} messages of "
              f"{args.customers} simulated customers: WhatsApp, Qontak, generic) ...")
         report = asyncio.run(send_all(f"http://127.0.0.1:{port}", samples, env,

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +35,6 @@ if TYPE_CHECKING:  # heavy imports happen in the commands, not when the CLI star
     from rich.progress import Progress
 
     from funnel_ingest.report.query import ReportFilter
-    from funnel_ingest.simulate.samples import Sample
 
 DEFAULT_OUTPUT = "funnel_report.csv"
 
@@ -66,31 +63,6 @@ def _progress(enabled: bool) -> Progress:
 # send-mock
 
 
-def mock_samples(count: int, *, seed: int, sources: Iterable[str] = SOURCES, days: int = 1,
-                 now: datetime | None = None) -> Iterator[Sample]:
-    """`count` webhook bodies of simulated conversations (all of them within the last `days`
-    days), only from `sources`. The same seed gives the same message ids (redeliveries)."""
-    from funnel_ingest.simulate.conversations import customers_for_messages, simulate, to_webhooks
-
-    wanted = frozenset(sources)
-    now = now or datetime.now(UTC)
-    made = empty = 0
-    for n in itertools.count():
-        # a body carries about 1.2 messages and each source has about a third of the
-        # customers: ask for what is missing, with a margin
-        missing = (count - made) * 1.3 * len(SOURCES) / len(wanted)
-        customers = customers_for_messages(int(missing) + 8, days=days)
-        sim = simulate(customers, seed=seed + n, start=now - timedelta(days=days), days=days)
-        before = made
-        for sample in to_webhooks((m.message for m in sim.messages), seed=seed + n):
-            if sample.source in wanted:
-                yield sample
-                made += 1
-                if made >= count:
-                    return
-        empty = empty + 1 if made == before else 0
-        if empty == 20:
-            raise RuntimeError(f"the simulator made no webhooks from {sorted(wanted)}")
 
 
 def cmd_send_mock(args: argparse.Namespace) -> int:
@@ -109,6 +81,7 @@ def cmd_send_mock(args: argparse.Namespace) -> int:
              "secret for Qontak and generic webhooks); run `funnel up` or set one")
         return 1
     from funnel_ingest.simulate.sender import send_all
+    from funnel_ingest.simulate.traffic import mock_samples
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     url = (args.url or settings.funnel_api_url).rstrip("/")

@@ -27,7 +27,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 CAMPAIGN_REPLY_WINDOW = timedelta(days=7)
-HINT_CHANNELS = {"ads", "campaign_blast", "website"}
+HINT_CHANNELS = frozenset({"ads", "campaign_blast", "website"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ def _create_database(url: str, log: Log) -> None:
         log(f"postgres: created database {urlsplit(url).path.lstrip('/')}")
 
 
-def _pg_bin_dir() -> Path | None:
+def pg_bin_dir() -> Path | None:
     """Directory holding `initdb` and `pg_ctl`: PATH first, else the newest /usr/lib/postgresql."""
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     if initdb and pg_ctl:
@@ -53,7 +53,7 @@ def _pg_bin_dir() -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _as_postgres(cmd: list[str]) -> list[str]:
+def as_postgres(cmd: list[str]) -> list[str]:
     """Postgres refuses root: run as the `postgres` system user when we are root."""
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
@@ -71,7 +71,7 @@ def _prepare_pg_dirs(data_dir: Path, log_file: Path) -> None:
     for path in (data_dir, log_file):
         os.chown(path, user.pw_uid, user.pw_gid)
     probe = ["test", "-w", str(data_dir), "-a", "-w", str(log_file)]
-    if subprocess.run(_as_postgres(probe)).returncode:
+    if subprocess.run(as_postgres(probe)).returncode:
         raise RuntimeError(
             f"the postgres user cannot write {data_dir}: when running as root, set "
             "FUNNEL_STATE_DIR to a directory whose parents are world-searchable "
@@ -80,7 +80,7 @@ def _prepare_pg_dirs(data_dir: Path, log_file: Path) -> None:
 
 
 def _pg_ctl(bin_dir: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data_dir), *args])
+    cmd = as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data_dir), *args])
     return subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
 
 
@@ -93,10 +93,10 @@ def _postmaster_pid(data_dir: Path) -> int | None:
 
 def _start_postgres(root: Path, url: str, log: Log) -> dict[str, Any]:
     """initdb (once, trust auth) into `<state>/pg` and start it on the URL's host/port."""
-    bin_dir = _pg_bin_dir()
+    bin_dir = pg_bin_dir()
     if bin_dir is None:
         apt_install("postgresql", log)
-        bin_dir = _pg_bin_dir()
+        bin_dir = pg_bin_dir()
         if bin_dir is None:
             raise RuntimeError("postgresql installed but initdb/pg_ctl not found")
     host, port = host_port(url, 5432)
@@ -106,7 +106,7 @@ def _start_postgres(root: Path, url: str, log: Log) -> dict[str, Any]:
         user = urlsplit(url).username or "postgres"
         log(f"postgres: initdb {data_dir}")
         init = subprocess.run(
-            _as_postgres([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", user,
+            as_postgres([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", user,
                           "--auth=trust", "-E", "UTF8", "--no-locale"]),
             capture_output=True, text=True,
         )

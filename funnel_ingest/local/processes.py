@@ -156,12 +156,19 @@ def tcp_open(host: str, port: int) -> bool:
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.5,
-             message: str = "condition") -> T:
+             message: str = "condition", *, tolerate_errors: bool = False) -> T:
     """Call `predicate` until it returns a truthy value (returned) or `timeout` seconds pass
-    (TimeoutError). Exceptions raised by `predicate` propagate."""
+    (TimeoutError). Exceptions raised by `predicate` propagate, unless `tolerate_errors`
+    (a service coming up answers with errors meanwhile): then only the last one does, when
+    the time is up."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except Exception:
+            if not tolerate_errors or time.monotonic() >= deadline:
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() >= deadline:

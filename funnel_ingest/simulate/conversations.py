@@ -34,17 +34,15 @@ import base64
 import gc
 import itertools
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
 
-import orjson
-
+from funnel_ingest.engine.cycles import HINT_CHANNELS
 from funnel_ingest.messages import NormalizedMessage
-from funnel_ingest.simulate.samples import Sample
 
 __all__ = [
     "FUZZY_OPENINGS",
@@ -57,12 +55,10 @@ __all__ = [
     "customers_for_messages",
     "messages_per_customer",
     "simulate",
-    "to_webhooks",
 ]
 
 DEFAULT_START = datetime(2025, 10, 1, tzinfo=UTC)
 CAMPAIGN_REPLY_WINDOW = timedelta(days=7)
-HINT_CHANNELS = frozenset({"ads", "campaign_blast", "website"})
 
 # Average messages per customer (measured over 5,000 customers) by `days`, with the default
 # lead window: longer spans leave room for more returns. Conversations are cut at the end.
@@ -980,180 +976,3 @@ def simulate(customers: int, *, seed: int = 0, start: datetime | None = None, da
     for them (e.g. `days=75` with the default window)."""
     with _no_gc():
         return _Builder(seed, start or DEFAULT_START, days, lead_window_days).run(customers)
-
-
-# ---------------------------------------------------------------------------------------------
-# Provider bodies
-
-
-def _digits(phone: str | None) -> str | None:
-    return phone[1:] if phone else None
-
-
-def _generic_phone(rng: random.Random, phone: str) -> str:
-    r = rng.random()
-    if phone.startswith("+62"):
-        if r < 0.3:
-            return _national(phone)
-        if r < 0.45:
-            return "0" + phone[3:]
-    return phone if r < 0.75 else phone[1:]
-
-
-_GENERIC_LABELS = {"campaign_blast": ("campaign_blast", "broadcast", "campaign"),
-                   "ads": ("ads", "ads", "iklan", "ctwa"), "website": ("website", "web", "widget")}
-_QONTAK_ROOM = {"wa": "wa", "website": "web", "ig": "ig"}
-
-
-def to_webhooks(messages: Iterable[NormalizedMessage], *, seed: int = 0,
-                group_rate: float = 0.5, max_group: int = 5,
-                group_seconds: int = 120, lookahead: int = 64) -> Iterator[Sample]:
-    """Provider webhook bodies for `messages` (by `message.source`), about in the given order.
-
-    WhatsApp: a customer's messages in the same direction sent within `group_seconds` of each
-    other are sometimes (`group_rate` per message) batched into one body, up to `max_group`
-    (agent messages become `smb_message_echoes`); a batch is emitted at most `lookahead` input
-    messages after it opened, so other traffic may come in between, as with a real provider.
-    Generic: a room's messages are batched the same way into one JSON array. Qontak: one
-    message per body. Every input message (duplicates included) is in exactly one body.
-    Deterministic for a given `seed`.
-    """
-    rng = random.Random(seed)
-    rand = rng.random
-    open_batches: dict[tuple, tuple[int, list[NormalizedMessage]]] = {}
-    for i, m in enumerate(messages):
-        while open_batches:  # emit batches opened too long ago (oldest first)
-            key = next(iter(open_batches))
-            opened, batch = open_batches[key]
-            if opened > i - lookahead:
-                break
-            del open_batches[key]
-            yield _body(rng, batch)
-        if m.source == "qontak":
-            yield Sample("qontak", _qontak(rng, m), 1)
-            continue
-        key = (m.source, m.customer_key if m.source == "whatsapp" else m.room_id, m.direction)
-        current = open_batches.get(key)
-        if current is not None:
-            batch = current[1]
-            gap = abs((m.sent_at - batch[-1].sent_at).total_seconds())
-            if len(batch) < max_group and gap <= group_seconds and rand() < group_rate:
-                batch.append(m)
-                continue
-            del open_batches[key]
-            yield _body(rng, batch)
-        open_batches[key] = (i, [m])
-    for _, batch in open_batches.values():
-        yield _body(rng, batch)
-
-
-def _body(rng: random.Random, batch: list[NormalizedMessage]) -> Sample:
-    if batch[0].source == "whatsapp":
-        return Sample("whatsapp", _whatsapp(rng, batch), len(batch))
-    items = [_generic_item(rng, m) for m in batch]
-    if len(items) == 1 and rng.random() < 0.8:
-        return Sample("generic", orjson.dumps(items[0]), 1)
-    return Sample("generic", orjson.dumps(items), len(items))
-
-
-def _whatsapp(rng: random.Random, batch: list[NormalizedMessage]) -> bytes:
-    first = batch[0]
-    items = []
-    for m in batch:
-        d: dict = {"id": m.message_id, "timestamp": str(int(m.sent_at.timestamp()))}
-        if m.direction == "outbound":
-            d["from"] = BUSINESS_NUMBER
-            if m.phone:
-                d["to"] = _digits(m.phone)
-            else:
-                d["user_id"] = m.user_id
-        elif m.phone:
-            d["from"] = _digits(m.phone)
-        else:
-            d["user_id"] = m.user_id
-        kind = m.message_type or "text"
-        d["type"] = kind
-        if kind == "button":
-            d["context"] = {"from": BUSINESS_NUMBER, "id": m.context_id}
-            d["button"] = {"text": m.text, "payload": m.text.upper().replace(" ", "_")[:32]}
-        elif kind == "image":
-            d["image"] = {"caption": m.text, "mime_type": "image/jpeg",
-                          "sha256": base64.b64encode(rng.getrandbits(256).to_bytes(32, "big")).decode(),
-                          "id": str(rng.randrange(10**15, 10**16))}
-        else:
-            d["text"] = {"body": m.text}
-        if m.referral:
-            d["referral"] = m.referral
-        items.append(d)
-    value: dict = {"messaging_product": "whatsapp",
-                   "metadata": {"display_phone_number": BUSINESS_NUMBER,
-                                "phone_number_id": "106540352242922"}}
-    if first.direction == "outbound":
-        field = "smb_message_echoes"
-        value["message_echoes"] = items
-    else:
-        field = "messages"
-        contact: dict = {"profile": {"name": rng.choice(NAMES)}}
-        if first.phone:
-            contact["wa_id"] = _digits(first.phone)
-        else:
-            contact["user_id"] = first.user_id
-        value["contacts"] = [contact]
-        value["messages"] = items
-    return orjson.dumps({"object": "whatsapp_business_account", "entry": [{
-        "id": "102290129340398", "changes": [{"field": field, "value": value}]}]})
-
-
-def _qontak(rng: random.Random, m: NormalizedMessage) -> bytes:
-    participant = m.sender_type if m.sender_type in ("agent", "bot") else "customer"
-    sender_type = {"customer": "Models::Contact", "agent": "Models::User",
-                   "bot": "Models::SystemAccount"}[participant]
-    name = {"customer": rng.choice(NAMES), "agent": "Admin", "bot": "Bot"}[participant]
-    at = m.sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    account = _digits(m.phone) if m.phone else m.user_id
-    return orjson.dumps({
-        "id": m.message_id, "type": m.message_type or "text", "room_id": m.room_id,
-        "is_campaign": m.channel_hint == "campaign_blast", "sender_type": sender_type,
-        "sender": {"name": name, "avatar": None}, "participant_type": participant,
-        "text": m.text, "status": "created" if participant == "customer" else "sent",
-        "external_id": None, "local_id": None, "created_at": at, "reply": None,
-        "room": {"id": m.room_id, "name": "Pelanggan", "description": "", "status": "assigned",
-                 "type": "Models::CustomerServiceRoom", "tags": [],
-                 "channel": _QONTAK_ROOM.get(m.room_channel or "wa", m.room_channel or "wa"),
-                 "channel_account": "Qontak", "account_uniq_id": account,
-                 "channel_integration_id": "b3a2ee0b-7dac-47b8-a115-7bc63abf8f15",
-                 "session": "open"}})
-
-
-_JAKARTA = timezone(timedelta(hours=7))
-
-
-def _generic_item(rng: random.Random, m: NormalizedMessage) -> dict:
-    inbound = m.direction == "inbound"
-    sender: dict = {"type": m.sender_type if not inbound else "customer"}
-    if inbound:
-        if m.phone:
-            sender["phone"] = _generic_phone(rng, m.phone)
-        else:
-            sender["user_id"] = m.user_id
-    else:
-        sender["phone"] = AGENT_PHONE  # the agent's own phone: never the customer's
-    r = rng.random()
-    ts: str | int
-    if r < 0.5:
-        ts = m.sent_at.astimezone(_JAKARTA).isoformat()
-    elif r < 0.8:
-        ts = m.sent_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    else:
-        ts = int(m.sent_at.timestamp())
-    d: dict = {"room_id": m.room_id}
-    if m.channel_hint:
-        d["channel"] = rng.choice(_GENERIC_LABELS.get(m.channel_hint, (m.channel_hint,)))
-    d["sender"] = sender
-    d["message"] = {"id": m.message_id, "text": m.text}
-    d["timestamp"] = ts
-    if m.campaign_id:
-        d["campaign_id"] = m.campaign_id
-    if m.ad_id:
-        d["ad_id"] = m.ad_id
-    return d

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from funnel_ingest.ingest.auth import sign
-from funnel_ingest.simulate.samples import ROUTES, Sample
+from funnel_ingest.simulate.webhooks import ROUTES, Sample
 
 
 @dataclass

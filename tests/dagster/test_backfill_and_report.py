@@ -10,11 +10,12 @@ import dagster as dg
 import psycopg
 
 from funnel_dagster.defs import assets, checks
-from funnel_dagster.defs.drain import drain_job, message_stream_sensor
+from funnel_dagster.defs.jobs import drain_job
+from funnel_dagster.defs.sensors import message_stream_sensor
 from funnel_ingest.ingest import auth
 from funnel_ingest.report.query import REPORT_COLUMNS
-from funnel_ingest.simulate.conversations import simulate, to_webhooks
-from funnel_ingest.simulate.samples import ROUTES
+from funnel_ingest.simulate.conversations import simulate
+from funnel_ingest.simulate.webhooks import ROUTES, to_webhooks
 from tests.support import ApiServer, empty_engine_tables, funnel_rows
 
 
@@ -198,7 +199,7 @@ def test_out_of_order_stage_dates_cannot_even_be_stored(settings, resources, cle
 
 def test_replay_job_re_enqueues_what_a_redis_loss_took_and_nothing_else(
         settings, resources, clean, r):
-    from funnel_dagster.defs.replay import replay_archive_job
+    from funnel_dagster.defs.jobs import replay_archive_job
 
     settings, resources = _own_archive(settings, resources)  # the replay reads all of it
     day = _yesterday(settings)
@@ -240,7 +241,7 @@ def test_replay_job_re_enqueues_what_a_redis_loss_took_and_nothing_else(
 
 
 def test_replay_job_refuses_an_empty_window(resources, clean):
-    from funnel_dagster.defs.replay import replay_archive_job
+    from funnel_dagster.defs.jobs import replay_archive_job
 
     result = replay_archive_job.execute_in_process(
         run_config={"ops": {"replay_archive": {"config": {"since_hours": 1,

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from funnel_dagster.defs import partitions
-from funnel_dagster.defs.drain import _read_cursor, _worth_recording, drain_job
+from funnel_dagster.defs.jobs import drain_job
+from funnel_dagster.defs.sensors import _read_cursor, _worth_recording
 from funnel_dagster.launcher import HOST_TAG, PID_TAG, MonitoredRunLauncher, worker_tags
 from funnel_ingest import db, s3
 from funnel_ingest.simulate.conversations import simulate

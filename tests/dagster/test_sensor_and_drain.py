@@ -9,7 +9,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from funnel_dagster.defs.drain import drain_job, message_stream_sensor
+from funnel_dagster.defs.jobs import drain_job
+from funnel_dagster.defs.sensors import message_stream_sensor
 from funnel_ingest.settings import get_settings
 from funnel_ingest.simulate.conversations import simulate
 from tests.support import funnel_rows

@@ -19,55 +19,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 
 from funnel_ingest import db
-from funnel_ingest.local.dagster import LocalDagster
-from funnel_ingest.local.processes import log_tail, wait_for
-from funnel_ingest.settings import Settings
 from funnel_ingest.simulate.sender import send_all
-from tests.faults.harness import Plan, build_plan
-from tests.private_stack import private_stack
+from tests.faults.harness import build_plan
+from tests.private_stack import Deployment, private_stack
 
 REDIS_DB = 12
-DRAIN_TIMEOUT = 120.0
 
 
-@dataclass
-class Deployment:
-    env: dict[str, str]
-    settings: Settings
-    api_url: str
-    dagster: LocalDagster
-    state_dir: Path
-    plan: Plan
-    days: list[date]  # the business days the plan's messages were sent on
-
-    def connect(self, **kwargs) -> psycopg.Connection:
-        return psycopg.connect(self.settings.database_url, **kwargs)
-
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url)
-
-    def backlog(self) -> int:
-        r = self.redis()
-        try:
-            return sum(r.xlen(s) for s in self.settings.stream_keys())
-        finally:
-            r.close()
-
-    def wait_drained(self, timeout: float = DRAIN_TIMEOUT) -> None:
-        try:
-            wait_for(lambda: self.backlog() == 0, timeout, 0.5, "the stream drained")
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}; daemon log:\n{log_tail(self.dagster.daemon_log, 80)}"
-                                 ) from None
 
 
 @pytest.fixture(scope="package")

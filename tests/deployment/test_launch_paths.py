@@ -19,8 +19,8 @@ from funnel_dagster.definitions import defs
 from funnel_ingest.engine.keywords import KeywordSet, default_csv_path, load_csv
 from funnel_ingest.store import funnel as store
 from funnel_ingest.store import keywords as keyword_store
-from tests.deployment.conftest import Deployment
 from tests.faults.harness import funnel_rows
+from tests.private_stack import Deployment
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -260,7 +260,7 @@ def test_materializing_each_asset_from_the_ui_succeeds(deployment: Deployment, s
 
 def test_one_tick_of_every_schedule_launches_a_run_that_succeeds(deployment: Deployment):
     dep = deployment
-    names = sorted(s.name for s in defs.get_repository_def().schedule_defs)
+    names = sorted(s.name for s in defs().get_repository_def().schedule_defs)
     assert names == ["daily_report_schedule", "data_checks_every_10_minutes",
                      "keywords_sync_every_15_minutes", "replay_archive_hourly",
                      "run_history_cleanup_daily"]

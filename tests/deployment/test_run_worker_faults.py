@@ -20,9 +20,9 @@ import pytest
 from funnel_dagster.launcher import process_started_at
 from funnel_ingest.local.processes import wait_for
 from funnel_ingest.simulate.conversations import customers_for_messages, simulate
-from tests.deployment.conftest import Deployment
 from tests.deployment.test_launch_paths import KEYS, rebuilt
 from tests.faults.harness import funnel_rows
+from tests.private_stack import Deployment
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -32,8 +32,8 @@ import redis
 from funnel_ingest.local.dagster import LocalDagster
 from funnel_ingest.local.processes import log_tail, wait_for
 from funnel_ingest.settings import Settings
-from funnel_ingest.simulate.samples import Sample, indonesian_phone, whatsapp_body
 from funnel_ingest.simulate.sender import send_all
+from funnel_ingest.simulate.webhooks import Sample, indonesian_phone, whatsapp_body
 from tests.private_stack import private_stack
 
 REPO = Path(__file__).resolve().parents[2]

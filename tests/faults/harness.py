@@ -18,8 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,18 +28,19 @@ import redis
 from funnel_ingest import db, s3
 from funnel_ingest.ingest.providers import parse
 from funnel_ingest.local import s3_server
-from funnel_ingest.local.processes import free_port, start_api
+from funnel_ingest.local.postgres_server import as_postgres, pg_bin_dir
+from funnel_ingest.local.processes import free_port, start_api, wait_for
 from funnel_ingest.settings import Settings
-from funnel_ingest.simulate.conversations import simulate, to_webhooks
-from funnel_ingest.simulate.samples import ROUTES, Sample
+from funnel_ingest.simulate.conversations import simulate
 from funnel_ingest.simulate.sender import headers_for
+from funnel_ingest.simulate.webhooks import ROUTES, Sample, to_webhooks
 from funnel_ingest.store.funnel import process_messages, store_statuses
 from funnel_ingest.store.keywords import current_classifier
 from tests.support import start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNNEL = str(Path(sys.executable).parent / "funnel")
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_BIN = Path(os.environ.get("PG_BIN") or pg_bin_dir() or "/usr/lib/postgresql/15/bin")
 
 SECRETS = {
     "WHATSAPP_APP_SECRET": "fault-app-secret",
@@ -61,23 +60,8 @@ ROWS_PER_MESSAGE = ("SELECT source, message_id, count(*) FROM classified_message
                     "GROUP BY source, message_id")
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if value := check():
-                return value
-        except Exception:  # noqa: BLE001 - a service coming up answers with errors meanwhile
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
-def _as_postgres_user() -> list[str]:
-    """initdb and postgres refuse to run as root: run them as `postgres` then."""
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,22 +206,22 @@ class FaultStack:
             self.pg_dir = Path(tempfile.mkdtemp(prefix="funnel-fault-pg-"))
             if os.geteuid() == 0:
                 shutil.chown(self.pg_dir, "postgres")
-            subprocess.run([*_as_postgres_user(), str(PG_BIN / "initdb"), "-D",
-                            str(self.pg_dir / "data"),
-                            "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            subprocess.run(as_postgres([str(PG_BIN / "initdb"), "-D", str(self.pg_dir / "data"),
+                                        "-A", "trust", "-U", "postgres", "--no-sync",
+                                        "-E", "UTF8"]),
                            check=True, capture_output=True)
             self.pg_port = free_port()
         data = self.pg_dir / "data"
         subprocess.run(
-            [*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-t", "30",
-             "-l", str(self.pg_dir / "server.log"), "-o",
-             f"-p {self.pg_port} -k {self.pg_dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-             "start"], check=True, capture_output=True)
+            as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-t", "30",
+                         "-l", str(self.pg_dir / "server.log"), "-o",
+                         f"-p {self.pg_port} -k {self.pg_dir} -c listen_addresses=127.0.0.1 "
+                         "-c fsync=off", "start"]), check=True, capture_output=True)
 
     def stop_postgres(self, mode: str = "immediate") -> None:
         """`immediate`: the server processes exit at once, as on a crash (recovery at start)."""
-        subprocess.run([*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D",
-                        str(self.pg_dir / "data"), "-m", mode, "-w", "stop"],
+        subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_dir / "data"),
+                                    "-m", mode, "-w", "stop"]),
                        check=True, capture_output=True)
 
     def start_redis(self) -> None:
@@ -272,8 +256,8 @@ class FaultStack:
             env=self._child_env(), stdout=self._log("drainer"), stderr=subprocess.STDOUT,
             start_new_session=True, cwd=ROOT)
         log = self.root / "logs" / "drainer.log"
-        wait_for("the drainer to start following",
-                 lambda: b"following the streams" in log.read_bytes(), 120, 0.1)
+        wait_for(lambda: b"following the streams" in log.read_bytes(), 120, 0.1,
+                 "the drainer following the streams", tolerate_errors=True)
 
     def funnel(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run a `funnel` command against this stack."""
@@ -305,7 +289,8 @@ class FaultStack:
 
     def wait_drained(self, timeout: float = 120) -> None:
         """Until every stream is empty (the drainer trims what it committed)."""
-        wait_for("the streams to drain", lambda: self.streams_backlog() == 0, timeout, 0.2)
+        wait_for(lambda: self.streams_backlog() == 0, timeout, 0.2, "the streams drained",
+                 tolerate_errors=True)
 
     def stop(self) -> None:
         for name in list(self.procs):

@@ -30,9 +30,9 @@ from funnel_ingest.simulate.conversations import (
     customers_for_messages,
     messages_per_customer,
     simulate,
-    to_webhooks,
     truth_leads,
 )
+from funnel_ingest.simulate.webhooks import to_webhooks
 
 START = datetime(2025, 10, 1, tzinfo=UTC)
 KEYWORDS_CSV = Path(simulator.__file__).resolve().parents[1] / "data" / "keywords.csv"

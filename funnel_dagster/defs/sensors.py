@@ -1,4 +1,4 @@
-"""Near-real-time processing: a sensor hands exact stream ranges to the drain job.
+"""Near-real-time processing: the sensor hands exact stream ranges to `drain_job` (jobs.py).
 
 The sensor's cursor holds, per stream, the last id handed to a run. On each tick it asks for
 one run per message shard covering (cursor, newest id], unless that shard still has a run
@@ -15,21 +15,12 @@ import time
 
 import dagster as dg
 
-from funnel_dagster.defs.assets import day_metadata, funnel_metadata
-from funnel_dagster.defs.partitions import partition_key
 from funnel_dagster.defs.resources import (
-    PostgresResource,
     RedisResource,
-    S3Resource,
-    funnel_settings,
 )
 from funnel_ingest.ingest.stream import newest_id, oldest_age_seconds, oldest_id, stream_id_key
 from funnel_ingest.settings import get_settings
-from funnel_ingest.store import keywords as keyword_store
-from funnel_ingest.store.drain import DrainReport, drain_range
-from funnel_ingest.store.funnel import day_counts
 
-CHUNK = 50_000
 SHARD_TAG = "funnel/shard"
 # A shard with a run waiting to start gets no new run: that run will be followed by one taking
 # everything that arrived meanwhile. A shard whose run is executing does get the next range,
@@ -37,82 +28,6 @@ SHARD_TAG = "funnel/shard"
 # overlaps the current run's work.
 _WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
             dg.DagsterRunStatus.STARTING]
-
-
-class StreamRange(dg.Config):
-    stream: str
-    kind: str = "messages"  # messages | statuses | deadletters
-    after_id: str = "0-0"
-    until_id: str = "+"
-
-
-class DrainConfig(dg.Config):
-    ranges: list[StreamRange]
-    chunk_size: int = CHUNK
-
-
-@dg.op(out=dg.Out(dg.Nothing),
-       retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL,
-                                   jitter=dg.Jitter.PLUS_MINUS))
-def drain_stream_range(context: dg.OpExecutionContext, config: DrainConfig,
-                       postgres: PostgresResource, redis: RedisResource,
-                       s3: S3Resource) -> dg.Output:
-    """Process the given stream ranges into classified_messages and the funnel. Everything it
-    produces is in Postgres: the op's output is Nothing (no IO manager), with the per-stream
-    counts as output metadata."""
-    settings = funnel_settings(postgres, redis, s3)
-    r = redis.client()
-    reports: list[DrainReport] = []
-    with postgres.connect(autocommit=True) as conn:
-        classifier = None
-        for rng in config.ranges:
-            if rng.kind == "messages" and classifier is None:
-                classifier = keyword_store.current_classifier(conn, redis.client(), settings)
-            rep = drain_range(conn, r, rng.stream, kind=rng.kind,
-                              classifier=classifier if rng.kind == "messages" else None,
-                              after_id=rng.after_id, until_id=rng.until_id,
-                              batch_size=config.chunk_size,
-                              lead_window_days=settings.lead_window_days)
-            context.log.info(f"{rng.stream}: {rep.entries} entries, {rep.inserted} new, "
-                             f"{rep.duplicates} duplicates in {rep.seconds:.2f} s")
-            reports.append(rep)
-        messages = [rep for rep in reports if rep.days]
-        if messages:
-            ranges = ", ".join(f"{rep.stream} ..{rep.last_id}" for rep in messages)
-            days = set().union(*(rep.days for rep in messages))
-            for day, counts in sorted(day_counts(conn, days).items()):
-                key = partition_key(day)
-                if key:
-                    context.log_event(dg.AssetMaterialization(
-                        "classified_messages", partition=key,
-                        metadata={**day_metadata(counts), "source": "drain",
-                                  "stream_ranges": ranges}))
-            context.log_event(dg.AssetMaterialization("funnel", metadata={
-                "source": "drain", "messages": sum(rep.entries for rep in messages),
-                "new": sum(rep.inserted for rep in messages),
-                "customers_updated": sum(rep.customers for rep in messages),
-                **funnel_metadata(conn)}))
-    totals = {rep.stream: {"entries": rep.entries, "inserted": rep.inserted,
-                           "last_id": rep.last_id} for rep in reports}
-    return dg.Output(None, metadata={"streams": dg.MetadataValue.json(totals)})
-
-
-def drain_totals(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
-    """Per stream, the counts an in-process drain_job run reported (its output metadata):
-    entries, inserted, last_id."""
-    for event in result.all_events:
-        if event.is_successful_output:
-            return event.step_output_data.metadata["streams"].value
-    return {}
-
-
-# In-process: the job is one step, so a multiprocess executor would only add a second Python
-# process (and a second code load) to every micro-batch run.
-@dg.job(executor_def=dg.in_process_executor,
-        description="Drain exact ranges of the message streams into the funnel (the sensor's "
-                    "micro-batches; `funnel drain` runs it in-process).")
-def drain_job():
-    drain_stream_range()
 
 
 def plan_runs(r, cursor: dict[str, str], busy_shards: set[str],
@@ -183,7 +98,7 @@ def _read_cursor(text: str | None) -> tuple[dict[str, str], dict | None]:
     return data, None
 
 
-@dg.sensor(job=drain_job, minimum_interval_seconds=5,
+@dg.sensor(job_name="drain_job", minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def message_stream_sensor(context: dg.SensorEvaluationContext,
                           redis: RedisResource) -> dg.SensorResult:
