@@ -453,10 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--until", type=_when, default=None, help="… up to (default: now)")
     rp.add_argument("--dry-run", action="store_true", help="only count what is missing")
     rp.set_defaults(func=cmd_replay)
-    from funnel_ingest.cli import keywords as keyword_cli
-    from funnel_ingest.cli import report as report_cli
-    keyword_cli.add_parsers(sub)
-    report_cli.add_parsers(sub)
+    from funnel_ingest.cli import keywords, report
+    keywords.add_parsers(sub)
+    report.add_parsers(sub)
     bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them "
                         "(one Dagster run, shown in the UI)")
     bf.add_argument("--from", dest="start", required=True, type=_day,

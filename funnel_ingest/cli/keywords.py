@@ -3,7 +3,7 @@
     funnel keywords sync [--source auto|sheet|csv] [--csv PATH]
     funnel keywords show [--json]
 
-Wired into `funnel_ingest/cli/__init__.py` by `keyword_cli.add_parsers(sub)` in `build_parser()`.
+Wired into `funnel_ingest/cli/__init__.py` by `keywords.add_parsers(sub)` in `build_parser()`.
 Exit codes: 0 done, 1 failed (one line on stderr naming the bad rows or the failing source).
 """
 

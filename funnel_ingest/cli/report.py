@@ -9,11 +9,11 @@ to a file or S3, the funnel summary in the terminal.
 
 Settings come from the environment (and `.env`); where `funnel up` ran (a `.funnel/env`), the
 local stack's settings and secrets fill in what the environment does not set. `send-mock`
-posts simulator conversations (`engine.simulator`) signed as each provider signs them to
+posts simulated conversations (`simulate/traffic.py`) signed as each provider signs them to
 `--url` (default `FUNNEL_API_URL`, else http://127.0.0.1:8000). `export` and `report` read
 Postgres directly, with the same query and columns as `GET /funnel-report`.
 
-Wired into `funnel_ingest/cli/__init__.py` by `report_cli.add_parsers(sub)` in `build_parser()`.
+Wired into `funnel_ingest/cli/__init__.py` by `report.add_parsers(sub)` in `build_parser()`.
 Exit codes: 0 done, 1 failed (or some webhooks were not accepted), 2 bad arguments.
 """
 

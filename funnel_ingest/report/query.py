@@ -1,6 +1,6 @@
 """The funnel report: its rows (CSV via COPY, never built in memory; JSON pages by keyset), the
 per-channel summary and the same summary per lead date. One implementation for the API
-(`report_api`), the CLI (`report_cli`) and Dagster.
+(`api/report.py`), the CLI (`cli/report.py`) and Dagster.
 
 Rows are ordered by (leads_date, lead_at, lead_id): the business date, then the exact time the
 lead opened, then its stable id as a tie-breaker. Keyset pages continue after the last row's
