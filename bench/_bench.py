@@ -98,20 +98,8 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and its live descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
+    from funnel_ingest.local.processes import descendants
+    return [pid, *descendants(pid)]
 
 
 def pids_named(name: str, port: int) -> list[int]:

@@ -34,19 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import api_server, ingest_env, process_tree  # noqa: E402
 
+from funnel_ingest.local import processes  # noqa: E402
+
 MB = 1024 * 1024
 
 
 def rss_mb(pid: int) -> float:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    """RSS of the API process and its workers, MiB."""
+    return processes.rss_mb(process_tree(pid))
 
 
 class Attack:

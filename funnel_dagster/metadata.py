@@ -4,7 +4,7 @@ the funnel's per-channel table, and Markdown cells that cannot break a table."""
 import dagster as dg
 
 from funnel_ingest.engine.model import STAGES
-from funnel_ingest.report.query import ReportFilter, summary
+from funnel_ingest.report.query import channel_counts
 
 
 def day_metadata(counts: dict[str, int]) -> dict:
@@ -14,14 +14,12 @@ def day_metadata(counts: dict[str, int]) -> dict:
 
 
 def funnel_metadata(conn) -> dict:
-    """The funnel's row count, per-channel counts and a per-channel table (the report's own
-    summary, `report.query.summary`, over all leads)."""
-    figures = summary(conn, ReportFilter())
-    rows = figures["by_channel"]
+    """The funnel's row count, per-channel counts and a per-channel table."""
+    rows = channel_counts(conn)
     table = "| channel | leads | bookings | transactions | value |\n|---|---|---|---|---|\n" + \
         "\n".join(f"| {md_cell(r['channel'])} | {r['leads']} | {r['bookings']} | "
-                  f"{r['transactions']} | {r['revenue']['sum']:,} |" for r in rows)
-    return {"dagster/row_count": figures["total"]["leads"],
+                  f"{r['transactions']} | {r['revenue']:,} |" for r in rows)
+    return {"dagster/row_count": sum(r["leads"] for r in rows),
             "by_channel": dg.MetadataValue.md(table),
             **{f"leads_{r['channel']}": r["leads"] for r in rows}}
 

@@ -1,7 +1,7 @@
 """What the routes share: the one error shape `{"error", "detail"}` (its model for OpenAPI and
 `problem()` to answer with it), the API-key guard of the report and keyword routes, and the
-answer when Postgres is down. (The body limits in `edge.py` answer in the same shape at the
-ASGI level, before any route runs.)"""
+answer when Postgres is down. The body limits in `edge.py` answer with `problem()` too, at the
+ASGI level, before any route runs."""
 
 from __future__ import annotations
 

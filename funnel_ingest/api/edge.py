@@ -19,9 +19,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from funnel_ingest import metrics
+from funnel_ingest.api.deps import problem
 from funnel_ingest.settings import Settings
 
 Scope = dict[str, Any]
@@ -41,12 +40,11 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
-def _problem(status: int, error: str, detail: str, *extra: tuple[bytes, bytes]):
-    body = orjson.dumps({"error": error, "detail": detail})
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()), (b"connection", b"close"), *extra]
-    return ({"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": body})
+def _refusal(status: int, error: str, detail: str, **headers: str):
+    """The refusal in the routes' error shape, closing the connection (an ASGI app)."""
+    response = problem(status, error, detail)
+    response.headers.update({"connection": "close", **headers})
+    return response
 
 
 class BodyLimits:
@@ -74,10 +72,8 @@ class BodyLimits:
         timeout, cap, retry_after = self._get_limits()
         if self.reading >= cap:
             metrics.EDGE_REFUSED.labels("busy").inc()
-            for message in _problem(
-                    503, "busy", f"{cap} request bodies are being read by this worker; retry",
-                    (b"retry-after", str(retry_after).encode())):
-                await send(message)
+            await _refusal(503, "busy", f"{cap} request bodies are being read by this worker; "
+                           "retry", **{"retry-after": str(retry_after)})(scope, receive, send)
             return
         self.reading += 1
         loop = asyncio.get_running_loop()
@@ -125,6 +121,5 @@ class BodyLimits:
         if timed_out:
             metrics.EDGE_REFUSED.labels("body_timeout").inc()
             if not started:
-                for message in _problem(408, "body_timeout",
-                                        f"the request body did not arrive within {timeout:g} s"):
-                    await send(message)
+                await _refusal(408, "body_timeout", f"the request body did not arrive within "
+                               f"{timeout:g} s")(scope, receive, send)

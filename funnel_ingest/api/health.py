@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from funnel_ingest import metrics
-from funnel_ingest.ingest.stream import stream_id_key
-from funnel_ingest.messages import text
+from funnel_ingest.ingest.stream import entry_age_seconds
 from funnel_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ async def _refresh_stream_gauges(request: Request) -> None:
     for i, key in enumerate(streams):
         length, first = answers[2 * i], answers[2 * i + 1]
         metrics.STREAM_LENGTH.labels(key).set(length)
-        age = max(0.0, now - stream_id_key(text(first[0][0]))[0] / 1000) if first else 0.0
+        age = entry_age_seconds(first[0][0], now) if first else 0.0
         metrics.STREAM_OLDEST_AGE.labels(key).set(age)
 
 

@@ -341,14 +341,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _print_summary(conn) -> None:
-    """The funnel by channel, most leads first (the report's summary)."""
-    from funnel_ingest.report.query import ReportFilter, summary
+    """The funnel by channel, most leads first."""
+    from funnel_ingest.report.query import channel_counts
 
-    rows = sorted(summary(conn, ReportFilter())["by_channel"], key=lambda r: -r["leads"])
+    rows = sorted(channel_counts(conn), key=lambda r: -r["leads"])
     print(f"\n{'channel':16}{'leads':>8}{'booked':>8}{'paid':>8}{'revenue (Rp)':>18}")
     for r in rows:
         print(f"{r['channel']:16}{r['leads']:8}{r['bookings']:8}{r['transactions']:8}"
-              f"{r['revenue']['sum']:18,}")
+              f"{r['revenue']:18,}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

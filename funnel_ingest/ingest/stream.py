@@ -98,7 +98,13 @@ def oldest_id(r: redis.Redis, stream: str) -> str | None:
     return text(first[0][0]) if first else None
 
 
+def entry_age_seconds(stream_id: str | bytes, now: float | None = None) -> float:
+    """How long ago an entry was appended (its id holds the append time in milliseconds)."""
+    now = time.time() if now is None else now
+    return max(0.0, now - stream_id_key(text(stream_id))[0] / 1000)
+
+
 def oldest_age_seconds(r: redis.Redis, stream: str) -> float:
     """Age of the stream's oldest entry (entries leave only once processed), 0 when empty."""
     first = oldest_id(r, stream)
-    return max(0.0, time.time() - stream_id_key(first)[0] / 1000) if first else 0.0
+    return entry_age_seconds(first) if first else 0.0

@@ -129,12 +129,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-
-
-
-
-
-
 def host_port(url: str, default_port: int) -> tuple[str, int]:
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or default_port
@@ -213,6 +207,19 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
+def rss_mb(pids: list[int]) -> float:
+    """The resident memory of `pids` together, in MiB (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
 def signal_quietly(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -253,7 +260,7 @@ def start_api(env: dict[str, str], port: int, log_file: Path,
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    proc.kill()
+    stop_process_group(proc)  # the supervisor and the workers it started
     raise RuntimeError(f"the API did not become ready in 60 s; see {log_file}")
 
 

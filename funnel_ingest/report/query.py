@@ -287,6 +287,18 @@ def _stage(row: dict[str, Any]) -> StageSummary:
     return StageSummary(**{k: row[k] for k in _STAGE_FIELDS})
 
 
+def channel_counts(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Leads, bookings, transactions and revenue per channel over the whole funnel, in channel
+    order: the cheap part of `summary` (no percentiles), for what runs after every drain (the
+    Dagster funnel metadata) and the demo's closing table."""
+    rows = conn.execute(
+        "SELECT channel, count(*), count(booking_at), count(transaction_at), "
+        "coalesce(sum(transaction_value), 0)::bigint FROM funnel GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return [{"channel": c, "leads": n, "bookings": b, "transactions": t, "revenue": v}
+            for c, n, b, t, v in rows]
+
+
 def summary(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
     """Per channel (`by_channel`, by channel name) and over all of the filter's leads (`total`).
     A filter on one channel has its total equal to that channel's figures."""

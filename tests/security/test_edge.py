@@ -22,7 +22,13 @@ import httpx
 import orjson
 import pytest
 
-from funnel_ingest.local.processes import free_port, start_api
+from funnel_ingest.local.processes import (
+    api_worker_pids,
+    free_port,
+    rss_mb,
+    start_api,
+    stop_process_group,
+)
 from tests.support import SECRETS, payload, stream_lengths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,50 +49,23 @@ def _env(stack_env: dict[str, str], sec_settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def edge(stack_env, sec_settings, tmp_path_factory) -> Iterator[int]:
-    """`funnel api` (one worker) with small limits; yields its port."""
+def edge_api(stack_env, sec_settings, tmp_path_factory
+             ) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`funnel api` (one worker) with small limits; yields its process and port."""
     port = free_port()
     log = tmp_path_factory.mktemp("edge") / "api.log"
     proc = start_api(_env(stack_env, sec_settings), port, log, workers=1)
     try:
-        yield port
+        yield proc, port
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        stop_process_group(proc)
 
 
-def _server_pids(port: int) -> list[int]:
-    """The processes listening on `port` (the granian worker), from /proc."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
-        except OSError:
-            continue
-        if any(f"socket:[{i}]" in links for i in inodes):
-            pids.append(int(entry.name))
-    return pids
+@pytest.fixture(scope="module")
+def edge(edge_api) -> int:
+    """The port of `edge_api`."""
+    return edge_api[1]
 
-
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 async def _until_closed(reader: asyncio.StreamReader, limit: float) -> tuple[bytes, float]:
@@ -175,10 +154,10 @@ async def test_a_trickled_body_gets_408_at_the_body_deadline_and_nothing_is_stor
     assert stream_lengths(clean_redis, sec_settings) == before
 
 
-async def test_oversized_headers_get_431_without_the_worker_buffering_them(edge):
-    pids = _server_pids(edge)
+async def test_oversized_headers_get_431_without_the_worker_buffering_them(edge, edge_api):
+    pids = api_worker_pids(edge_api[0])
     assert pids, "the API worker was not found"
-    before = _rss_mb(pids)
+    before = rss_mb(pids)
 
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", edge)
@@ -193,7 +172,7 @@ async def test_oversized_headers_get_431_without_the_worker_buffering_them(edge)
         return data
 
     answers = await asyncio.gather(*(one() for _ in range(10)))
-    grown = _rss_mb(pids) - before
+    grown = rss_mb(pids) - before
     assert grown < 40, f"10 x 8 MB header lines grew the worker by {grown:.0f} MB"
     assert any(a.startswith(b"HTTP/1.1 431") for a in answers), [a[:40] for a in answers]
     assert not any(a.startswith(b"HTTP/1.1 2") for a in answers)
@@ -207,9 +186,9 @@ async def test_too_many_headers_get_431(edge):
     assert data.startswith(b"HTTP/1.1 431"), data[:200]
 
 
-async def test_many_unauthenticated_partial_bodies_are_refused_and_let_go(edge):
-    pids = _server_pids(edge)
-    before = _rss_mb(pids)
+async def test_many_unauthenticated_partial_bodies_are_refused_and_let_go(edge, edge_api):
+    pids = api_worker_pids(edge_api[0])
+    before = rss_mb(pids)
 
     async def one() -> tuple[bytes, float]:
         reader, writer = await asyncio.open_connection("127.0.0.1", edge)
@@ -222,7 +201,7 @@ async def test_many_unauthenticated_partial_bodies_are_refused_and_let_go(edge):
         return result
 
     results = await asyncio.gather(*(one() for _ in range(50)))
-    grown = _rss_mb(pids) - before
+    grown = rss_mb(pids) - before
     assert all(data.startswith(b"HTTP/1.1 401") for data, _ in results)
     assert all(took <= SLACK for _, took in results), "connections stayed open after the 401"
     assert grown < 40, f"50 partial bodies grew the worker by {grown:.0f} MB"
@@ -312,8 +291,7 @@ def proxy(stack_env, sec_settings, tmp_path_factory) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
-        os.killpg(api.pid, 15)
-        api.wait(15)
+        stop_process_group(api)
 
 
 def test_the_proxy_forwards_a_webhook(proxy, clean_redis):
