@@ -4,6 +4,11 @@ Migrations are the ordered `sql/NNN_name.sql` files. Each one is applied once, i
 transaction, and recorded in `schema_migrations` with its checksum. A session-level advisory lock
 serialises concurrent runners (several API workers and the Dagster daemon start together), so
 running `migrate()` from every process at start-up is safe.
+
+The checksum is taken over the statements only: comments and the layout of the whitespace
+between tokens do not count (sqlparse strips them; string literals are kept as written), so a
+migration's comments can be corrected after it was applied, and any change to what it does is
+refused.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import sqlparse
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,29 @@ class Migration:
 
     @property
     def checksum(self) -> str:
+        """SHA-256 of the statements without comments, whitespace between tokens normalised."""
+        statements = sqlparse.format(self.sql, strip_comments=True, strip_whitespace=True)
+        return hashlib.sha256(statements.encode()).hexdigest()
+
+    @property
+    def file_checksum(self) -> str:
+        """SHA-256 of the file as it is: what runners before the statement checksum recorded."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+# Runners before the statement checksum recorded the SHA-256 of the whole file. These are the
+# files' checksums as they were applied then, before their comments were reworded; an
+# installation that recorded one of them (or the current file's) is upgraded in place to the
+# statement checksum, since the statements themselves did not change.
+_FILE_CHECKSUMS_OF_APPLIED = {
+    1: "9c22049628851411fbb466cb36acbe818a60bef3b260dd9efa94ad4133dcc738",
+    2: "3394113c3ca70bfc8b8d33bf01f0af622e8bb2cd2dd27e86dc226f4d3233fdd5",
+    3: "68f041530ea5b43b29952f6f4a72041f322df6deb7e3110fcfedee7958899af8",
+}
+
+
+def _recorded_by_an_older_runner(m: Migration, recorded: str) -> bool:
+    return recorded in (m.file_checksum, _FILE_CHECKSUMS_OF_APPLIED.get(m.version))
 
 
 def sql_dir() -> Path:
@@ -78,7 +106,16 @@ def migrate(database_url: str, directory: Path | None = None) -> list[int]:
             }
             for m in migrations:
                 if m.version in done:
-                    if done[m.version] != m.checksum:
+                    if done[m.version] != m.checksum and _recorded_by_an_older_runner(
+                        m, done[m.version]
+                    ):
+                        conn.execute(
+                            "UPDATE schema_migrations SET checksum = %s WHERE version = %s",
+                            (m.checksum, m.version),
+                        )
+                        log.info("migration %03d_%s: recorded its statement checksum",
+                                 m.version, m.name)
+                    elif done[m.version] != m.checksum:
                         raise MigrationError(
                             f"migration {m.version:03d}_{m.name} changed after it was applied; "
                             "add a new migration instead of editing an applied one"

@@ -1,5 +1,5 @@
 -- Messages, one row per delivered message however often it was delivered, with what the
--- classifier read in it. The unique key is the idempotency guarantee of DESIGN.md section 3:
+-- classifier read in it. The unique key is the idempotency guarantee (docs/ingest.md):
 -- (source, message id), plus the room for formats whose ids are only unique within a room (the
 -- generic format; room_key is '' for sources with globally unique ids).
 CREATE TABLE IF NOT EXISTS classified_messages (

@@ -1,4 +1,4 @@
--- The funnel: one row per lead cycle (DESIGN.md section 4). Dates are business dates in
+-- The funnel: one row per lead cycle (docs/funnel.md). Dates are business dates in
 -- FUNNEL_TIMEZONE; the *_at columns are the exact UTC timestamps they come from.
 CREATE TABLE IF NOT EXISTS funnel (
     lead_id            text        PRIMARY KEY,   -- stable: hash of customer + opening message

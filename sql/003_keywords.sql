@@ -1,7 +1,7 @@
--- Keyword versions (DESIGN.md section 4). A version is the first 16 hex digits of SHA-256 over
+-- Keyword versions (docs/funnel.md, Keywords). A version is the first 16 hex digits of SHA-256 over
 -- the canonical content, so the same list always gets the same version; entries of a version are
 -- never changed. Exactly one version is current (the partial unique index allows at most one);
--- switching is one transaction in funnel_ingest/engine/keyword_store.py.
+-- switching is one transaction in funnel_ingest/store/keywords.py.
 CREATE TABLE IF NOT EXISTS keyword_versions (
     version      text        PRIMARY KEY CHECK (version ~ '^[0-9a-f]{16}$'),
     source       text        NOT NULL,

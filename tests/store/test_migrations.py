@@ -64,3 +64,63 @@ def test_classified_messages_enforce_the_idempotency_key(settings):
         assert conn.execute(insert, ("room-a",)).rowcount == 0
         assert conn.execute(insert, ("room-b",)).rowcount == 1
         conn.rollback()
+
+
+def test_comments_and_layout_do_not_count_but_string_literals_do(fresh_db, tmp_path):
+    path = tmp_path / "001_first.sql"
+    path.write_text("-- first table\nCREATE TABLE t1 (id int, note text DEFAULT 'a  b');")
+    assert db.migrate(fresh_db, tmp_path) == [1]
+    path.write_text("-- the first table, explained better\nCREATE TABLE t1 (\n"
+                    "    id   int,   -- the id\n    note text DEFAULT 'a  b'\n);")
+    assert db.migrate(fresh_db, tmp_path) == []
+    path.write_text("CREATE TABLE t1 (id int, note text DEFAULT 'a b');")
+    with pytest.raises(db.MigrationError, match="changed after it was applied"):
+        db.migrate(fresh_db, tmp_path)
+
+
+def test_a_whole_file_checksum_of_an_older_runner_is_upgraded_in_place(fresh_db, tmp_path):
+    path = tmp_path / "001_first.sql"
+    path.write_text("-- first\nCREATE TABLE t1 (id int);")
+    assert db.migrate(fresh_db, tmp_path) == [1]
+    (m,) = db.load_migrations(tmp_path)
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = %s", (m.file_checksum,))
+    assert db.migrate(fresh_db, tmp_path) == []
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT checksum FROM schema_migrations").fetchone()[0] == m.checksum
+
+
+def test_installations_migrated_before_the_comments_were_reworded_still_start(fresh_db):
+    """001-003 were applied with whole-file checksums, then only their comments changed."""
+    assert db.migrate(fresh_db)
+    with psycopg.connect(fresh_db) as conn:
+        for version, old in db._FILE_CHECKSUMS_OF_APPLIED.items():
+            conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s",
+                         (old, version))
+    assert db.migrate(fresh_db) == []
+    current = {m.version: m.checksum for m in db.load_migrations()}
+    with psycopg.connect(fresh_db) as conn:
+        assert dict(conn.execute("SELECT version, checksum FROM schema_migrations")) == current
+
+
+def test_the_recorded_old_checksums_are_of_files_with_the_same_statements():
+    """The files as first applied (in git history) hash to the table and match today's SQL."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if not shutil.which("git") or not (root / ".git").exists():
+        pytest.skip("needs the repository's git history")
+    for m in db.load_migrations():
+        if m.version not in db._FILE_CHECKSUMS_OF_APPLIED:
+            continue
+        shown = subprocess.run(
+            ["git", "show", f"9f49b8f:sql/{m.version:03d}_{m.name}.sql"],
+            check=False, cwd=root, capture_output=True, text=True,
+        )
+        if shown.returncode:
+            pytest.skip("this clone lacks the commit the migrations were applied from")
+        before = db.Migration(m.version, m.name, shown.stdout)
+        assert before.file_checksum == db._FILE_CHECKSUMS_OF_APPLIED[m.version]
+        assert before.checksum == m.checksum
