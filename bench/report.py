@@ -37,16 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from funnel_ingest import db
-from funnel_ingest.local import stack  # noqa: E402
-from funnel_ingest.local.processes import (  # noqa: E402
+from funnel_ingest.local import stack
+from funnel_ingest.local.processes import (
     api_worker_pids,
-    free_port,  # noqa: E402
+    free_port,
     start_api,
     stop_process_group,
 )
-from funnel_ingest.report.export import export  # noqa: E402
-from funnel_ingest.report.query import ReportFilter  # noqa: E402
-from funnel_ingest.settings import Settings  # noqa: E402
+from funnel_ingest.report.export import export
+from funnel_ingest.report.query import ReportFilter
+from funnel_ingest.settings import Settings
 
 DB_NAME = "funnel_bench_report"
 CHANNELS = ("ads", "direct", "website", "campaign_blast")
@@ -240,7 +240,7 @@ def main() -> None:
                 continue
             out = Path(tmp) / f"funnel_report.{fmt}"
             t = time.perf_counter()
-            rows = export(settings, ReportFilter(), str(out), fmt)
+            rows = export(settings, ReportFilter(), str(out), fmt).rows
             dt = time.perf_counter() - t
             print(f"{'funnel export ' + fmt + ' (every lead, to a file)':44} {dt:.1f} s: "
                   f"{rows:,} rows, {out.stat().st_size / 1e6:,.0f} MB ({rows / dt:,.0f} rows/s)")

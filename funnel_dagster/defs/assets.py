@@ -9,8 +9,6 @@ external assets whose activity the drain sensor reports as observations.
 """
 
 
-import csv
-import io
 import time
 from datetime import date
 
@@ -25,7 +23,8 @@ from funnel_dagster.defs.resources import (
     funnel_settings,
 )
 from funnel_dagster.metadata import day_metadata, funnel_metadata, md_cell
-from funnel_ingest.report.query import count_leads, csv_chunks
+from funnel_ingest.report.export import export
+from funnel_ingest.report.query import ReportFilter
 from funnel_ingest.s3 import presigned_get
 from funnel_ingest.store import funnel as store
 from funnel_ingest.store import keywords as keyword_store
@@ -174,18 +173,9 @@ def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResou
     settings = funnel_settings(postgres, redis, s3)
     day = date.fromisoformat(context.partition_key)
     key = f"reports/funnel/date={day.isoformat()}/funnel_{day.isoformat()}.csv"
-    buf = io.BytesIO()
-    with postgres.connect() as conn:
-        for chunk in csv_chunks(conn, day, day,
-                                spreadsheet_safe=settings.csv_spreadsheet_safe):
-            buf.write(chunk)
-        leads = count_leads(conn, day, day)
-    data = buf.getvalue()
-    rows = list(csv.reader(io.StringIO(data.decode())))
-    written = max(0, len(rows) - 1)  # data rows, whatever the values hold
-    s3.client().put_object(Bucket=s3.reports_bucket, Key=key, Body=data,
-                           ContentType="text/csv")
-    shown = rows[:11]
+    written = export(settings, ReportFilter(start=day, end=day),
+                     f"s3://{s3.reports_bucket}/{key}", "csv", head=10)
+    shown = written.head
     md = "\n".join(["| " + " | ".join(md_cell(v) for v in shown[0][:6]) + " |", "|" + "---|" * 6]
                    + ["| " + " | ".join(md_cell(v) for v in row[:6]) + " |" for row in shown[1:]]
                    ) if shown else ""
@@ -195,8 +185,8 @@ def funnel_report_csv(context: dg.AssetExecutionContext, postgres: PostgresResou
                   "url": dg.MetadataValue.url(url),
                   "url_expires_at": dg.MetadataValue.timestamp(
                       time.time() + settings.report_link_ttl_seconds),
-                  "dagster/row_count": written, "bytes": len(data),
+                  "dagster/row_count": written.rows, "bytes": written.bytes,
                   "preview": dg.MetadataValue.md(md)},
         check_results=[dg.AssetCheckResult(
-            check_name="rows_match_funnel", passed=written == leads,
-            metadata={"csv_rows": written, "funnel_leads": leads})])
+            check_name="rows_match_funnel", passed=written.rows == written.expected,
+            metadata={"csv_rows": written.rows, "funnel_leads": written.expected})])

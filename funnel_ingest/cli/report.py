@@ -153,7 +153,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             rows = export(settings, filt, args.output, fmt,
                           spreadsheet_safe=False if args.exact_values else None,
                           on_total=lambda total: bar.update(task, total=total),
-                          on_rows=lambda n: bar.update(task, advance=n))
+                          on_rows=lambda n: bar.update(task, advance=n)).rows
     except psycopg.Error as exc:
         err(f"funnel export: Postgres: {' '.join(str(exc).split())}")
         return 1

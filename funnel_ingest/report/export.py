@@ -1,20 +1,21 @@
 """The funnel report written out: CSV or Parquet, to a local file (atomically) or to S3
-(streamed, multipart): what `funnel export` writes. The API streams the same CSV chunks
-(`report.query.csv_chunks`) over HTTP instead."""
+(streamed, multipart): what `funnel export` and the Dagster daily report write. The API streams
+the same CSV chunks (`report.query.csv_chunks`) over HTTP instead."""
 
 from __future__ import annotations
 
+import csv
 import io
+import itertools
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from funnel_ingest.report.query import ReportFilter
     from funnel_ingest.settings import Settings
-
-
 
 
 class ChunkReader(io.RawIOBase):
@@ -86,77 +87,139 @@ def s3_target(output: str) -> tuple[str, str] | None:
     return bucket, key
 
 
-def _counted(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
-    """The chunks unchanged, reporting the rows (lines) each one completes."""
+class _Records:
+    """Counts the CSV records of a byte stream as it passes, keeping the first few to parse.
+
+    A newline ends a record only outside quotes, and a quoted value doubles its own quotes, so
+    a newline ends a record exactly when an even number of quotes came before it: a label that
+    holds a line break is one record, not two."""
+
+    def __init__(self, keep: int = 0) -> None:
+        self.records = 0
+        self.bytes = 0
+        self._keep = keep
+        self._quoted = False
+        self._head = bytearray()
+
+    def feed(self, chunk: bytes) -> int:
+        """Take the next chunk; return how many records it completed."""
+        self.bytes += len(chunk)
+        if self.records < self._keep:
+            self._head += chunk
+        if not self._quoted and b'"' not in chunk:
+            done = chunk.count(b"\n")
+        else:
+            done, start = 0, 0
+            while (end := chunk.find(b"\n", start)) != -1:
+                self._quoted ^= chunk.count(b'"', start, end) % 2 == 1
+                done += not self._quoted
+                start = end + 1
+            self._quoted ^= chunk.count(b'"', start) % 2 == 1
+        self.records += done
+        return done
+
+    def head(self) -> list[list[str]]:
+        """The first complete records (the header first), parsed: at most `keep`."""
+        rows = csv.reader(io.StringIO(self._head.decode(errors="replace"), newline=""))
+        return list(itertools.islice(rows, min(self._keep, self.records)))
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `export` wrote: data rows (the header not counted), the leads the filter matched
+    in the same snapshot, bytes (CSV only; 0 for Parquet), and the header + first rows as
+    parsed (when asked for with `head`)."""
+
+    rows: int
+    expected: int
+    bytes: int
+    head: list[list[str]]
+
+
+def _counted(chunks: Iterator[bytes], records: _Records,
+             on_rows: Callable[[int], None] | None) -> Iterator[bytes]:
+    """The chunks unchanged, counted; `on_rows` gets the data rows each chunk completes."""
     header = True
     for chunk in chunks:
-        lines = chunk.count(b"\n")
-        if header and lines:
-            lines -= 1
+        done = records.feed(chunk)
+        if header and done:
+            done -= 1
             header = False
-        if lines:
-            advance(lines)
+        if done and on_rows is not None:
+            on_rows(done)
         yield chunk
 
 
 def export(settings: Settings, filt: ReportFilter, output: str, fmt: str, *,
            spreadsheet_safe: bool | None = None,
            on_total: Callable[[int], None] | None = None,
-           on_rows: Callable[[int], None] | None = None) -> int:
-    """Write the report of `filt` to `output` (a path or s3://bucket/key) as `fmt`; returns
-    the number of rows. A local file appears only complete (written beside, then renamed).
-    A CSV neutralizes formula-like cells unless `spreadsheet_safe` is False (default:
+           on_rows: Callable[[int], None] | None = None, head: int = 0) -> Exported:
+    """Write the report of `filt` to `output` (a path or s3://bucket/key) as `fmt`.
+
+    The count and the rows are read in one snapshot (a repeatable-read, read-only
+    transaction), so `Exported.expected` is the number of leads the filter matched at that
+    moment, however the drains write meanwhile, and `Exported.rows` (what was written) must
+    equal it. A local file appears only complete (written beside, then renamed). A CSV
+    neutralizes formula-like cells unless `spreadsheet_safe` is False (default:
     CSV_SPREADSHEET_SAFE); Parquet always holds the exact values (typed, not for Excel).
     `on_total` gets the row count before writing starts, `on_rows` each batch of rows written
-    (a progress bar)."""
+    (a progress bar); `head` asks for the header and that many first rows, parsed."""
     safe = (settings.csv_spreadsheet_safe if spreadsheet_safe is None else spreadsheet_safe
             ) and fmt == "csv"
     import psycopg
 
-    from funnel_ingest import s3
     from funnel_ingest.report import query as report
 
     target = s3_target(output)
     with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
         report.configure_session(conn)
-        if on_total is not None:
-            on_total(report.count_rows(conn, filt))
-        rows = 0
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            expected = report.count_rows(conn, filt)
+            if on_total is not None:
+                on_total(expected)
+            records = _Records(keep=head + 1 if head else 0)
+            chunks = _counted(report.csv_chunks(conn, filt.start, filt.end, filt.channels,
+                                                filt.campaign, spreadsheet_safe=safe),
+                              records, on_rows)
+            if target is None:
+                _write_file(chunks, Path(output), fmt)
+            else:
+                _upload(settings, chunks, *target, fmt)
+    return Exported(rows=max(0, records.records - 1), expected=expected,
+                    bytes=records.bytes if fmt == "csv" else 0, head=records.head())
 
-        def advance(n: int) -> None:
-            nonlocal rows
-            rows += n
-            if on_rows is not None:
-                on_rows(n)
 
-        chunks = _counted(report.csv_chunks(conn, filt.start, filt.end, filt.channels,
-                                            filt.campaign, spreadsheet_safe=safe), advance)
-        if target is None:
-            path = Path(output)
-            part = path.with_name(f".{path.name}.part")
-            try:
-                if fmt == "parquet":
-                    write_parquet(chunks, part)
-                else:
-                    with part.open("wb") as f:
-                        for chunk in chunks:
-                            f.write(chunk)
-                part.replace(path)
-            finally:
-                part.unlink(missing_ok=True)
-            return rows
-        from boto3.s3.transfer import TransferConfig
-
-        bucket, key = target
-        client = s3.client(settings)
-        config = TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4)
-        if fmt == "csv":
-            client.upload_fileobj(ChunkReader(chunks), bucket, key, Config=config,
-                                  ExtraArgs={"ContentType": "text/csv"})
+def _write_file(chunks: Iterator[bytes], path: Path, fmt: str) -> None:
+    part = path.with_name(f".{path.name}.part")
+    try:
+        if fmt == "parquet":
+            write_parquet(chunks, part)
         else:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = Path(tmp) / "report.parquet"
-                write_parquet(chunks, local)
-                client.upload_file(str(local), bucket, key, Config=config,
-                                   ExtraArgs={"ContentType": "application/vnd.apache.parquet"})
-        return rows
+            with part.open("wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _upload(settings: Settings, chunks: Iterator[bytes], bucket: str, key: str,
+            fmt: str) -> None:
+    """Streamed to S3: a CSV as a multipart upload as it is read, Parquet through a
+    temporary file (its footer is written last)."""
+    from boto3.s3.transfer import TransferConfig
+
+    from funnel_ingest import s3
+
+    client = s3.client(settings)
+    config = TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4)
+    if fmt == "csv":
+        client.upload_fileobj(ChunkReader(chunks), bucket, key, Config=config,
+                              ExtraArgs={"ContentType": "text/csv"})
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "report.parquet"
+        write_parquet(chunks, local)
+        client.upload_file(str(local), bucket, key, Config=config,
+                           ExtraArgs={"ContentType": "application/vnd.apache.parquet"})

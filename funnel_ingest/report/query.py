@@ -151,11 +151,6 @@ def csv_chunks(conn: psycopg.Connection, start: date | None, end: date | None,
             yield bytes(chunk)
 
 
-def count_leads(conn: psycopg.Connection, start: date, end: date) -> int:
-    return conn.execute("SELECT count(*) FROM funnel WHERE leads_date BETWEEN %s AND %s",
-                        (start, end)).fetchone()[0]
-
-
 def count_rows(conn: psycopg.Connection, filt: ReportFilter) -> int:
     """How many rows the report of `filt` has."""
     return conn.execute(sql.SQL("SELECT count(*) FROM funnel WHERE {}").format(
