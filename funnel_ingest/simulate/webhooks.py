@@ -4,9 +4,8 @@
 - from simulated messages: `to_webhooks` (the conversations of `conversations.py`, with the
   providers' batching, agent echoes, buttons, images and withheld phones);
 - from a few plain values: `whatsapp_body`, `qontak_body`, `generic_body` (tests and load
-  generators that need a body of a given shape without a simulation).
-
-Both build the same envelopes (`whatsapp_envelope`, `QONTAK_SENDER_TYPES`).
+  generators that need a body of a given shape without a simulation), which describe their
+  message and hand it to the same writers.
 """
 
 from __future__ import annotations
@@ -51,39 +50,42 @@ def indonesian_phone(rng: random.Random) -> str:
     return "628" + rng.choice("1235789") + "".join(rng.choice("0123456789") for _ in range(9))
 
 
+def _id(rng: random.Random) -> str:
+    return uuid.UUID(int=rng.getrandbits(128)).hex
+
+
 def whatsapp_body(rng: random.Random, phone: str, texts: list[str], at: datetime,
                   referral: bool = False) -> bytes:
-    messages = []
-    for n, text in enumerate(texts):
-        m = {"from": phone, "id": f"wamid.{uuid.UUID(int=rng.getrandbits(128)).hex}",
-             "timestamp": str(int((at + timedelta(seconds=n)).timestamp())), "type": "text",
-             "text": {"body": text}}
-        if referral and n == 0:
-            m["referral"] = {"source_url": "https://fb.me/ad", "source_id": "120226305854810726",
-                             "source_type": "ad", "headline": "Promo liburan",
-                             "ctwa_clid": uuid.UUID(int=rng.getrandbits(128)).hex}
-        messages.append(m)
-    return whatsapp_envelope("messages", {
-        "contacts": [{"profile": {"name": "Pelanggan"}, "wa_id": phone}], "messages": messages})
+    """One Cloud API notification of `texts` from `phone` (digits, as WhatsApp writes them), a
+    second apart from `at`; the first carries a Click-to-WhatsApp referral when `referral`."""
+    ad = {"source_url": "https://fb.me/ad", "source_id": "120226305854810726",
+          "source_type": "ad", "headline": "Promo liburan", "ctwa_clid": _id(rng)}
+    return _whatsapp(rng, [
+        NormalizedMessage(source="whatsapp", message_id=f"wamid.{_id(rng)}",
+                          sent_at=at + timedelta(seconds=n), direction="inbound",
+                          sender_type="customer", text=text, phone=f"+{phone}",
+                          referral=ad if referral and n == 0 else None)
+        for n, text in enumerate(texts)])
 
 
 def qontak_body(rng: random.Random, phone: str, room: str, text: str, at: datetime,
                 participant: str = "customer", campaign: bool = False) -> bytes:
-    return orjson.dumps({
-        "id": str(uuid.UUID(int=rng.getrandbits(128))), "type": "text", "room_id": room,
-        "is_campaign": campaign, "sender_type": QONTAK_SENDER_TYPES[participant], "participant_type": participant,
-        "text": text, "status": "created", "created_at": at.isoformat().replace("+00:00", "Z"),
-        "room": {"id": room, "name": "Pelanggan", "channel": "wa", "account_uniq_id": phone,
-                 "session": "open"}})
+    """One Qontak message event in `room` (a WhatsApp room of `phone`, digits)."""
+    return _qontak(rng, NormalizedMessage(
+        source="qontak", message_id=str(uuid.UUID(int=rng.getrandbits(128))), sent_at=at,
+        direction="inbound" if participant == "customer" else "outbound",
+        sender_type=participant, text=text, phone=f"+{phone}", room_id=room,
+        room_channel="wa", channel_hint="campaign_blast" if campaign else None))
 
 
 def generic_body(rng: random.Random, phone: str, room: str, text: str, at: datetime,
                  sender: str = "customer", channel: str = "direct") -> bytes:
-    return orjson.dumps({
-        "room_id": room, "channel": channel,
-        "sender": {"type": sender, "phone": phone if sender == "customer" else AGENT_PHONE},
-        "message": {"id": uuid.UUID(int=rng.getrandbits(128)).hex, "text": text},
-        "timestamp": at.isoformat()})
+    """One generic-format message in `room`, labelled `channel`; the phone (digits) is written
+    in one of the forms CRMs use, the timestamp in one of the accepted forms."""
+    return orjson.dumps(_generic_item(rng, NormalizedMessage(
+        source="generic", message_id=_id(rng), sent_at=at,
+        direction="inbound" if sender == "customer" else "outbound", sender_type=sender,
+        text=text, phone=f"+{phone}", room_id=room, channel_hint=channel)))
 
 
 # --------------------------------------------------------------------------- from simulated messages
