@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import api_server, ingest_env, process_tree  # noqa: E402
 
 from funnel_ingest.local import processes  # noqa: E402
+from funnel_ingest.simulate.raw_http import post_head, send  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -73,31 +74,16 @@ class Attack:
         self.closed += 1
 
 
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> bool:
-    try:
-        writer.write(data)
-        await writer.drain()
-        return True
-    except (ConnectionError, OSError):
-        return False
-
-
-def _head(path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
 async def big_header(att: Attack, n: int = 10, size: int = 50 * MB) -> list:
     conns = [await att.connect() for _ in range(n)]
     watchers = [asyncio.create_task(att.watch(r)) for r, _ in conns]
     chunk = b"a" * MB
 
     async def one(writer):
-        if not await _send(writer, b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Pad: "):
+        if not await send(writer, b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Pad: "):
             return
         for _ in range(size // MB):
-            if not await _send(writer, chunk):
+            if not await send(writer, chunk):
                 return
     await asyncio.gather(*(one(w) for _, w in conns))
     return conns, watchers
@@ -106,21 +92,21 @@ async def big_header(att: Attack, n: int = 10, size: int = 50 * MB) -> list:
 async def partial_bodies(att: Attack, n: int = 100, size: int = 3 * MB) -> list:
     conns = [await att.connect() for _ in range(n)]
     watchers = [asyncio.create_task(att.watch(r)) for r, _ in conns]
-    head = _head("/webhook", {"Content-Type": "application/json", "Content-Length": str(size)})
+    head = post_head("/webhook", {"Content-Type": "application/json", "Content-Length": str(size)})
     body = b"x" * (size - 1)
-    await asyncio.gather(*(_send(w, head + body) for _, w in conns))
+    await asyncio.gather(*(send(w, head + body) for _, w in conns))
     return conns, watchers
 
 
 async def _trickle(att: Attack, first: bytes, rest: bytes, seconds: float) -> list:
     reader, writer = await att.connect()
     watcher = asyncio.create_task(att.watch(reader))
-    await _send(writer, first)
+    await send(writer, first)
     end = time.monotonic() + seconds
     for byte in rest:
         if watcher.done() or time.monotonic() > end:
             break
-        if not await _send(writer, bytes([byte])):
+        if not await send(writer, bytes([byte])):
             break
         await asyncio.sleep(2)
     return [(reader, writer)], [watcher]
@@ -132,7 +118,7 @@ async def slow_header(att: Attack, seconds: float = 40) -> list:
 
 
 async def slow_body(att: Attack, token: str, seconds: float = 40) -> list:
-    head = _head("/webhook", {"Content-Type": "application/json", "Content-Length": "1000",
+    head = post_head("/webhook", {"Content-Type": "application/json", "Content-Length": "1000",
                               "X-Webhook-Token": token})
     return await _trickle(att, head, b"{" + b" " * 998 + b"}", seconds)
 
@@ -144,7 +130,7 @@ async def many_slow(att: Attack, n: int = 4000) -> list:
             reader, writer = await att.connect()
         except OSError:
             break
-        await _send(writer, b"GET /healthz HT")
+        await send(writer, b"GET /healthz HT")
         conns.append((reader, writer))
     watchers = [asyncio.create_task(att.watch(r)) for r, _ in conns]
     return conns, watchers

@@ -126,3 +126,12 @@ def classifier(settings) -> Classifier:
 @pytest.fixture
 def key(settings) -> dict[str, str]:
     return {"X-API-Key": settings.api_key.get_secret_value()}
+
+
+@pytest.fixture
+def kw_db(settings):
+    """The test database with no keyword version."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM keyword_entries")
+        conn.execute("DELETE FROM keyword_versions")
+        yield conn

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import psycopg
 import pytest
 import responses
 from cryptography.hazmat.primitives import serialization
@@ -30,15 +29,6 @@ NEW_LIST = [
     {"stage": "booking", "keyword": "jadwalkan", "active": False},
     {"stage": "transaction", "keyword": "sudah transfer", "active": "ya"},
 ]
-
-
-@pytest.fixture
-def kw_db(settings):
-    """The test database with no keyword version."""
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM keyword_entries")
-        conn.execute("DELETE FROM keyword_versions")
-        yield conn
 
 
 def api_settings(settings, **changes):

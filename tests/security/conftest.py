@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import redis
 
 from funnel_ingest import s3
 from funnel_ingest.settings import Settings
-from tests.support import BUCKET_SAFE, SECRETS, TEST_DB, ApiServer
+from tests.support import BUCKET_SAFE, SECRETS, TEST_DB, ApiServer, empty_engine_tables
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,10 @@ def clean_redis(sec_settings: Settings) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture
+def db(sec_settings: Settings) -> Iterator[psycopg.Connection]:
+    """The security test database with the engine's tables empty."""
+    with psycopg.connect(sec_settings.database_url) as conn:
+        empty_engine_tables(conn)
+        conn.commit()
+        yield conn

@@ -30,6 +30,7 @@ from funnel_ingest.local.processes import (
     start_api,
     stop_process_group,
 )
+from funnel_ingest.simulate.raw_http import post_head, send
 from tests.support import SECRETS, payload, stream_lengths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,15 +85,6 @@ async def _until_closed(reader: asyncio.StreamReader, limit: float) -> tuple[byt
     return data, time.monotonic() - t0
 
 
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> bool:
-    try:
-        writer.write(data)
-        await writer.drain()
-        return True
-    except (ConnectionError, OSError):
-        return False
-
-
 def _whole_request_answer(port: int, request: bytes) -> bytes:
     """Send `request` on a blocking socket (the server may cut it short), then read the
     first bytes of the answer."""
@@ -117,13 +109,8 @@ def _refused(metrics: httpx.Response) -> dict[str, float]:
     return out
 
 
-def _head(path: str, headers: dict[str, str]) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
-
-
 def _token_head(length: int) -> bytes:
-    return _head("/webhook", {"Content-Type": "application/json",
+    return post_head("/webhook", {"Content-Type": "application/json",
                               "Content-Length": str(length),
                               "X-Webhook-Token": SECRETS["webhook_token"]})
 
@@ -133,9 +120,9 @@ async def _trickle(port: int, first: bytes, rest: bytes, every: float = 0.5):
     what the server answered and when it closed (seconds from the first byte)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     closing = asyncio.create_task(_until_closed(reader, 30))
-    await _send(writer, first)
+    await send(writer, first)
     for byte in rest:
-        if closing.done() or not await _send(writer, bytes([byte])):
+        if closing.done() or not await send(writer, bytes([byte])):
             break
         await asyncio.sleep(every)
     data, took = await closing
@@ -177,9 +164,9 @@ async def test_oversized_headers_get_431_without_the_worker_buffering_them(edge,
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", edge)
         closing = asyncio.create_task(_until_closed(reader, 20))
-        await _send(writer, b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        await send(writer, b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Pad: ")
         for _ in range(8):  # 8 MB of one header line, never ended
-            if closing.done() or not await _send(writer, b"a" * MB):
+            if closing.done() or not await send(writer, b"a" * MB):
                 break
         data, took = await closing
         writer.close()
@@ -200,7 +187,7 @@ async def test_oversized_headers_get_431_without_the_worker_buffering_them(edge,
 
 async def test_too_many_headers_get_431(edge):
     reader, writer = await asyncio.open_connection("127.0.0.1", edge)
-    await _send(writer, _head("/webhook", {f"X-H{i}": "1" for i in range(200)}))
+    await send(writer, post_head("/webhook", {f"X-H{i}": "1" for i in range(200)}))
     data, _ = await _until_closed(reader, 10)
     writer.close()
     assert data.startswith(b"HTTP/1.1 431"), data[:200]
@@ -214,7 +201,7 @@ async def test_many_unauthenticated_partial_bodies_are_refused_and_let_go(edge, 
         reader, writer = await asyncio.open_connection("127.0.0.1", edge)
         closing = asyncio.create_task(_until_closed(reader, 20))
         # 3 MB declared, 1 MB sent, then the sender just waits
-        await _send(writer, _head("/webhook", {"Content-Type": "application/json",
+        await send(writer, post_head("/webhook", {"Content-Type": "application/json",
                                                "Content-Length": str(3 * MB)}) + b"x" * MB)
         result = await closing
         writer.close()
@@ -233,7 +220,7 @@ async def test_bodies_past_the_cap_get_503_with_retry_after_then_service_resumes
     held = []
     for _ in range(MAX_READING):  # a valid token, the body never finished
         reader, writer = await asyncio.open_connection("127.0.0.1", edge)
-        await _send(writer, _token_head(len(body)) + body[:10])
+        await send(writer, _token_head(len(body)) + body[:10])
         held.append((reader, writer))
     await asyncio.sleep(0.3)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge}", timeout=10) as client:
@@ -357,7 +344,7 @@ async def test_the_proxy_caps_requests_in_progress_per_client(proxy, sec_setting
     held = []
     for _ in range(3):
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
-        await _send(writer, _token_head(len(body)) + body[:10])
+        await send(writer, _token_head(len(body)) + body[:10])
         held.append((reader, writer))
     await asyncio.sleep(0.3)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy}", timeout=10) as client:

@@ -23,7 +23,7 @@ from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.keywords import default_csv_path, load_csv
 from funnel_ingest.ingest import auth
 from funnel_ingest.ingest.archive import read_lines
-from tests.support import RAW_KEY, bucket_keys, drain_all, empty_engine_tables, stream_lengths
+from tests.support import RAW_KEY, bucket_keys, drain_all, stream_lengths
 
 EVIL = [
     "'; DROP TABLE funnel; --",
@@ -104,14 +104,6 @@ def send(api, route: str, doc, *, raw: bytes | None = None):
 @pytest.fixture(scope="module")
 def classifier(sec_settings) -> Classifier:
     return Classifier(load_csv(default_csv_path()), "security", sec_settings.tz)
-
-
-@pytest.fixture
-def db(sec_settings):
-    with psycopg.connect(sec_settings.database_url) as conn:
-        empty_engine_tables(conn)
-        conn.commit()
-        yield conn
 
 
 def drain(sec_settings, r, classifier) -> list:

@@ -22,7 +22,6 @@ from tests.support import (
     ApiServer,
     bucket_keys,
     drain_all,
-    empty_engine_tables,
     metric,
     payload,
     stream_lengths,
@@ -165,14 +164,6 @@ def test_invalid_utf8_inside_valid_json_is_400_and_nothing_is_written(
 def test_a_byte_order_mark_is_accepted_or_refused_cleanly(route, sec_api, clean_redis):
     res = post(sec_api, route, b"\xef\xbb\xbf" + with_text(route, "halo"))
     assert res.status_code in (200, 400), res.text
-
-
-@pytest.fixture
-def db(sec_settings):
-    with psycopg.connect(sec_settings.database_url) as conn:
-        empty_engine_tables(conn)
-        conn.commit()
-        yield conn
 
 
 @pytest.mark.parametrize("route, size", [("generic", 2_900_000), ("qontak", 1_000_000),

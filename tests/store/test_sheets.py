@@ -236,15 +236,6 @@ def test_not_configured():
 
 # --- sync from the sheet ---------------------------------------------------------------------
 
-@pytest.fixture
-def kw_db(settings):
-    """The test database with no keyword version."""
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM keyword_entries")
-        conn.execute("DELETE FROM keyword_versions")
-        yield conn
-
-
 def _current(conn) -> str | None:
     return keyword_store.current_version_id(conn)
 
