@@ -19,7 +19,7 @@ import signal
 import time
 from datetime import datetime
 
-from funnel_ingest.cli._common import apply_env, err
+from funnel_ingest.cli._common import apply_env, err, stop_on_sigterm
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -359,7 +359,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from funnel_ingest.local import stack
     from funnel_ingest.local.dagster import LocalDagster, dagster_vars
     from funnel_ingest.local.processes import free_port, start_api, stop_process_group
-    from funnel_ingest.report.query import csv_chunks
+    from funnel_ingest.report.export import export
+    from funnel_ingest.report.query import ReportFilter
     from funnel_ingest.settings import get_settings
     from funnel_ingest.simulate.sender import send_all
 
@@ -369,6 +370,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = get_settings()
     state = stack.state_dir()
     port = args.port or free_port()
+    stop_on_sigterm()
     err(f"starting the API on 127.0.0.1:{port} (log: {state / 'logs' / 'api.log'})")
     api = start_api(env, port, state / "logs" / "api.log")
     denv = {**env, **dagster_vars(env["DATABASE_URL"], state)}  # prepared by cmd_up
@@ -408,9 +410,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                        ).fetchone()
             if first:
                 path = out_dir / f"funnel_{first}_{last}.csv"
-                with path.open("wb") as f:
-                    for chunk in csv_chunks(conn, first, last):
-                        f.write(chunk)
+                export(settings, ReportFilter(first, last), str(path), "csv")
                 print(f"\nfunnel report CSV:        {path}")
         if args.keep:
             print(f"API {f'http://127.0.0.1:{port}'} and Dagster {dagster.base_url} keep running; "

@@ -4,6 +4,7 @@ with (the environment wins; where `funnel up` ran here, the local stack fills in
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -36,3 +37,14 @@ def load_settings() -> Settings:
     if (stack.state_dir(create=False) / "env").is_file():
         apply_env(stack.stack_env())  # explicit environment variables still win
     return get_settings()
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (and SIGHUP: a closed terminal) stop the command as Ctrl-C does, so the
+    processes it started are stopped on the way out instead of left running."""
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGHUP, _interrupted)
