@@ -47,21 +47,21 @@ def funnel_match(conn: psycopg.Connection, sim: Simulation) -> tuple[int, int, C
     got = {}
     for row in conn.execute(
             "SELECT customer_key, lead_at, channel, phone, booking_at, transaction_at, "
-            "transaction_value FROM funnel"):
+            "transaction_value, medium FROM funnel"):
         got[(row[0], row[1])] = row[2:]
     exact = 0
     wrong: Counter = Counter()
     for lead in sim.leads:
         row = got.get((lead.customer_key, lead.lead_at))
         want = (lead.channel, lead.phone, lead.booking_at, lead.transaction_at,
-                lead.transaction_value)
+                lead.transaction_value, lead.medium)
         if row is None:
             wrong["lead missing"] += 1
             continue
         if tuple(row) == want:
             exact += 1
         for name, a, b in zip(("channel", "phone", "booking_at", "transaction_at",
-                               "transaction_value"), row, want):
+                               "transaction_value", "medium"), row, want, strict=True):
             if a != b:
                 wrong[name] += 1
     extra = len(got) - sum(1 for ld in sim.leads if (ld.customer_key, ld.lead_at) in got)

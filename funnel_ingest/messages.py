@@ -32,6 +32,7 @@ class NormalizedMessage:
     message_type: str | None = None   # text | button | interactive | image | …
     channel_hint: str | None = None   # ads | campaign_blast | website | direct | <room channel>
     room_channel: str | None = None   # the CRM's channel name for the room (wa, ig, web…)
+    medium: str | None = None         # the messaging app: whatsapp | instagram | webchat | …
     campaign_id: str | None = None
     ad_id: str | None = None
     referral: dict | None = None      # WhatsApp Click-to-WhatsApp referral, kept whole

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from datetime import date
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from funnel_ingest.engine.cycles import CycleRules
 
 # The variables `funnel status --env` prints and `.env.example` documents, in order.
 ENV_NAMES: tuple[str, ...] = (
@@ -76,6 +80,11 @@ class Settings(BaseSettings):
     # behaviour
     funnel_timezone: str = "Asia/Jakarta"
     lead_window_days: int = Field(default=30, ge=1, le=3650)
+    quiet_hours_after_payment: float = Field(
+        default=24.0, ge=0, le=24 * 365,
+        description="after a lead's last payment, a greeting opens a new lead only this many "
+                    "hours later (or sooner with a marketing signal: an ad, a campaign, a "
+                    "channel's prefilled text)")
     stream_shards: int = Field(default=1, ge=1, le=1024)
     stream_prefix: str = "funnel:messages"
     status_stream: str = "funnel:statuses"
@@ -170,6 +179,12 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.funnel_timezone)
+
+    @property
+    def cycle_rules(self) -> CycleRules:
+        """The lead-cycle settings, for the engine."""
+        from funnel_ingest.engine.cycles import CycleRules
+        return CycleRules(self.lead_window_days, self.quiet_hours_after_payment)
 
     def replace(self, **changes: object) -> Settings:
         """A validated copy with some values changed (values given here win over the environment)."""

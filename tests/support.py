@@ -109,6 +109,23 @@ class ApiServer:
         return self.client.post(path, content=body, headers=h)
 
 
+def post_samples(api: ApiServer, settings: Settings, samples) -> None:
+    """Send simulated provider bodies (`simulate.webhooks.Sample`s) to the API, signed as each
+    provider signs them; every one must be acknowledged."""
+    from funnel_ingest.ingest import auth
+    from funnel_ingest.simulate.webhooks import ROUTES
+
+    for sample in samples:
+        headers = {"Content-Type": "application/json"}
+        if sample.source == "whatsapp":
+            headers["X-Hub-Signature-256"] = auth.sign(
+                sample.body, settings.whatsapp_app_secret.get_secret_value())
+        else:
+            headers["X-Webhook-Token"] = settings.webhook_token.get_secret_value()
+        res = api.client.post(ROUTES[sample.source], content=sample.body, headers=headers)
+        assert res.status_code == 200, res.text
+
+
 def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> subprocess.Popen:
     """A redis-server on 127.0.0.1:`port` keeping nothing on disk (a restart comes back
     empty), once it answers PING."""
@@ -159,7 +176,7 @@ def funnel_rows(conn: psycopg.Connection) -> list[tuple]:
         """SELECT lead_id, leads_date, channel, phone, booking_date, transaction_date,
                   transaction_value, customer_key, cycle, lead_at, booking_at, transaction_at,
                   transaction_total, transactions, requested_date, campaign_id, ad_id,
-                  opening_keyword, opening_source, opening_message_id
+                  opening_keyword, opening_source, opening_message_id, medium
              FROM funnel ORDER BY lead_id""").fetchall()
 
 
@@ -222,7 +239,7 @@ JKT = timedelta(hours=7)  # Asia/Jakarta, the test settings' FUNNEL_TIMEZONE (no
 FUNNEL_COLUMNS = ("lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
          "transaction_value", "customer_key", "cycle", "lead_at", "booking_at",
          "transaction_at", "transaction_total", "transactions", "requested_date", "campaign_id",
-         "ad_id", "opening_keyword", "opening_source", "opening_message_id")
+         "ad_id", "opening_keyword", "opening_source", "opening_message_id", "medium")
 _lead_ids = iter(range(10**9))
 
 
@@ -231,7 +248,8 @@ DAY = date(2025, 10, 1)
 
 def lead(channel: str = "ads", day: date = DAY, *, minute: int = 0, book: int | None = None,
          pay: int | None = None, value: int | None = None, total: int | None = None,
-         campaign: str | None = None, lead_id: str | None = None) -> dict[str, Any]:
+         campaign: str | None = None, lead_id: str | None = None,
+         medium: str | None = "whatsapp") -> dict[str, Any]:
     """A funnel row whose lead opens `minute` minutes after 10:00 (Jakarta) on `day`; `book`
     and `pay` are seconds from the lead to its booking / transaction."""
     n = next(_lead_ids)
@@ -251,7 +269,7 @@ def lead(channel: str = "ads", day: date = DAY, *, minute: int = 0, book: int | 
         "transaction_total": total if total is not None else value,
         "transactions": int(tx_at is not None), "requested_date": None,
         "campaign_id": campaign, "ad_id": None, "opening_keyword": None,
-        "opening_source": "whatsapp", "opening_message_id": f"wamid.{n}"}
+        "opening_source": "whatsapp", "opening_message_id": f"wamid.{n}", "medium": medium}
 
 
 def insert(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
@@ -308,7 +326,7 @@ def drain_all(conn: psycopg.Connection, r: redis.Redis, settings: Settings,
     """Everything on every stream now (`funnel drain`)."""
     reports = [
         drain_range(conn, r, key, kind="messages", classifier=classifier, after_id="0-0",
-                    batch_size=batch_size, lead_window_days=settings.lead_window_days)
+                    batch_size=batch_size, rules=settings.cycle_rules)
         for key in settings.stream_keys()
     ]
     reports.append(drain_range(conn, r, settings.status_stream, kind="statuses", classifier=None,

@@ -89,7 +89,7 @@ def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresRes
         context.log.info(f"backfilling {start} .. {end} ({len(keys)} days) with keyword "
                          f"version {classifier.version}")
         result = backfill(conn, s3.client(), s3.raw_bucket, classifier, start, end,
-                          lead_window_days=settings.lead_window_days, log=context.log.info)
+                          rules=settings.cycle_rules, log=context.log.info)
         funnel_meta = funnel_metadata(conn)
     for day in result.days:
         context.add_asset_metadata({**day_metadata(day.counts),
@@ -112,11 +112,13 @@ FUNNEL_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("leads_date", "date", "Business date the lead opened (FUNNEL_TIMEZONE)",
                    constraints=dg.TableColumnConstraints(nullable=False)),
     dg.TableColumn("channel", "text", "Marketing channel: the opening keyword's, else the "
-                   "payload's hint (ads, campaign_blast, website, ...), else direct",
+                   "payload's hint (ads, campaign_blast, website, a CRM's own label such as "
+                   "tiktok), else a campaign reply, else direct",
                    constraints=dg.TableColumnConstraints(nullable=False)),
     dg.TableColumn("phone", "text", "Customer phone, E.164 (empty when the provider withholds "
                    "it)"),
-    dg.TableColumn("booking_date", "date", "Business date of the cycle's first booking message"),
+    dg.TableColumn("booking_date", "date", "Business date of the cycle's first booking message "
+                   "(empty when none: never copied from the payment)"),
     dg.TableColumn("transaction_date", "date", "Business date of the cycle's first payment"),
     dg.TableColumn("transaction_value", "numeric", "Rupiah of that first payment (integer)"),
     dg.TableColumn("customer_key", "text", "E.164 phone, else the provider's user id",
@@ -133,6 +135,8 @@ FUNNEL_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("opening_keyword", "text", "The opening keyword the first message matched"),
     dg.TableColumn("opening_source", "text", "Source (provider) of the opening message"),
     dg.TableColumn("opening_message_id", "text", "Provider id of the opening message"),
+    dg.TableColumn("medium", "text", "Messaging app of the conversation (whatsapp, instagram, "
+                   "webchat, ...); never the channel"),
     dg.TableColumn("updated_at", "timestamptz", "When the row last changed"),
 ])
 
@@ -148,7 +152,7 @@ def funnel(context: dg.AssetExecutionContext, postgres: PostgresResource,
     settings = funnel_settings(postgres, redis, s3)
     with postgres.connect() as conn, conn.transaction():
         lock_writers(conn, exclusive=True)
-        leads = store.rebuild(conn, settings.tz, settings.lead_window_days)
+        leads = store.rebuild(conn, settings.tz, settings.cycle_rules)
         metadata = funnel_metadata(conn)
     context.log.info(f"rebuilt the funnel: {leads} leads")
     return dg.MaterializeResult(metadata=metadata)

@@ -56,7 +56,7 @@ def drain_stream_range(context: dg.OpExecutionContext, config: DrainConfig,
                               classifier=classifier if rng.kind == "messages" else None,
                               after_id=rng.after_id, until_id=rng.until_id,
                               batch_size=config.chunk_size,
-                              lead_window_days=settings.lead_window_days)
+                              rules=settings.cycle_rules)
             context.log.info(f"{rng.stream}: {rep.entries} entries, {rep.inserted} new, "
                              f"{rep.duplicates} duplicates in {rep.seconds:.2f} s")
             reports.append(rep)

@@ -73,9 +73,12 @@ class FunnelRow(BaseModel):
     leads_date: date
     channel: str
     phone: str | None = Field(description="E.164; null when the provider withholds it")
-    booking_date: date | None
+    booking_date: date | None = Field(description="the first message of the lead that asks to "
+                                                  "book; null when none did, paid or not")
     transaction_date: date | None
     transaction_value: int | None = Field(description="the first payment's amount")
+    medium: str | None = Field(description="the messaging app of the lead's conversation "
+                                           "(whatsapp, instagram, webchat, ...); not a channel")
     lead_id: str
     customer_key: str
     cycle: int
@@ -106,8 +109,9 @@ class Revenue(BaseModel):
 
 
 class StageTimes(BaseModel):
-    """Seconds from the lead's first message, over the leads that reached the stage
-    (continuous percentiles, as Postgres percentile_cont)."""
+    """Seconds from the lead's first message, over the leads whose booking / transaction was
+    observed (a paid lead without a booking message has no booking time), as continuous
+    percentiles (Postgres percentile_cont)."""
 
     median: float | None
     p90: float | None
@@ -115,7 +119,9 @@ class StageTimes(BaseModel):
 
 class Figures(BaseModel):
     leads: int
-    bookings: int
+    bookings: int = Field(description="leads that reached the booking stage: a booking message, "
+                                      "or a payment without one (a paid lead has booked), so "
+                                      "bookings >= transactions")
     transactions: int
     conversion: Conversion
     revenue: Revenue
@@ -137,6 +143,7 @@ class Filters(BaseModel):
     end: date | None
     channels: list[str]
     campaign: str | None
+    mediums: list[str]
     timezone: str = Field(description="FUNNEL_TIMEZONE: the zone of the lead dates")
 
 
@@ -184,12 +191,14 @@ EndQ = Annotated[date | None, Query(description="last lead date (inclusive); non
 ChannelQ = Annotated[list[str] | None, Query(
     description="repeatable: `channel=ads&channel=website`; none = every channel")]
 CampaignQ = Annotated[str | None, Query(description="the leads' campaign_id")]
+MediumQ = Annotated[list[str] | None, Query(
+    description="repeatable: `medium=whatsapp&medium=instagram`; none = every medium")]
 KeyQ = Annotated[str | None, Security(API_KEY_HEADER)]
 
 
 def _filter(start: date | None, end: date | None, channel: list[str] | None,
-            campaign: str | None) -> ReportFilter:
-    return ReportFilter(start, end, tuple(channel or ()), campaign)
+            campaign: str | None, medium: list[str] | None) -> ReportFilter:
+    return ReportFilter(start, end, tuple(channel or ()), campaign, tuple(medium or ()))
 
 
 def _filters_doc(filt: ReportFilter, settings: Settings) -> dict[str, Any]:
@@ -230,8 +239,7 @@ class CsvStream:
         except BaseException:
             self._conn.close()
             raise
-        self._blocks = _blocks(report.csv_chunks(self._conn, filt.start, filt.end,
-                                                 filt.channels, filt.campaign,
+        self._blocks = _blocks(report.csv_chunks(self._conn, filt,
                                                  spreadsheet_safe=spreadsheet_safe))
 
     def next_block(self) -> bytes | None:
@@ -307,6 +315,7 @@ async def funnel_report(
         end: EndQ = None,
         channel: ChannelQ = None,
         campaign: CampaignQ = None,
+        medium: MediumQ = None,
         fmt: Annotated[Literal["json", "csv"], Query(
             alias="format", description="json: a page + summary; csv: every row, streamed")
         ] = "json",
@@ -320,16 +329,18 @@ async def funnel_report(
                         "tab CR get a leading apostrophe); false = exact values, for "
                         "machine consumers. Default: CSV_SPREADSHEET_SAFE (true)")] = None):
     """Leads whose lead date is in `start`..`end` (inclusive, FUNNEL_TIMEZONE), of any of the
-    `channel`s, of the `campaign`.
+    `channel`s, of the `campaign`, on any of the `medium`s.
 
     **JSON**: `limit` rows in report order (leads_date, lead_at, lead_id) and `next_cursor`;
     the next page is the same request plus `cursor` (keyset pagination: no row is repeated or
     skipped between pages). `summary` covers every selected lead, per channel and in total:
     leads, bookings, transactions, step-to-step and overall conversion, revenue (sum,
-    average), median and p90 seconds lead -> booking and lead -> transaction.
+    average), median and p90 seconds lead -> booking and lead -> transaction. A paid lead
+    counts as booked (so the stages never grow from one to the next) while its `booking_date`
+    stays empty unless a message asked to book; the booking times are over observed bookings.
 
     **CSV**: every selected row, streamed as Postgres produces it: `leads_date, channel, phone,
-    booking_date, transaction_date, transaction_value`, then the extra columns (dates ISO,
+    booking_date, transaction_date, transaction_value`, then `medium` and the extra columns (dates ISO,
     values integer Rupiah, timestamps UTC). Text cells that a spreadsheet would run as a
     formula (starting with `=`, `+`, `-`, `@`, tab or CR; phones too) carry a leading `'`
     unless `spreadsheet_safe=false`.
@@ -338,7 +349,7 @@ async def funnel_report(
     if (denied := check_api_key(settings, x_api_key)) is not None:
         return denied
     try:
-        filt = _filter(start, end, channel, campaign)
+        filt = _filter(start, end, channel, campaign, medium)
         if fmt == "csv" and cursor is not None:
             raise FilterError("cursor applies to format=json only (CSV has every row)")
         after = PageKey.decode(cursor, filt) if cursor else None
@@ -371,14 +382,15 @@ async def funnel_report_daily(
         start: StartQ = None,
         end: EndQ = None,
         channel: ChannelQ = None,
-        campaign: CampaignQ = None):
+        campaign: CampaignQ = None,
+        medium: MediumQ = None):
     """The same figures as the `/funnel-report` summary, for each (lead date, channel) that has
     leads, in date then channel order."""
     settings: Settings = request.app.state.settings
     if (denied := check_api_key(settings, x_api_key)) is not None:
         return denied
     try:
-        filt = _filter(start, end, channel, campaign)
+        filt = _filter(start, end, channel, campaign, medium)
     except FilterError as exc:
         return problem(422, "invalid_filter", str(exc))
     try:

@@ -17,7 +17,7 @@ import re
 import shlex
 import signal
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from funnel_ingest.cli._common import apply_env, err, stop_on_sigterm
 
@@ -70,6 +70,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     url = get_settings().database_url
     db.ensure_database(url)
     print(f"applied: {db.migrate(url) or 'none pending'}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """The funnel recomputed from every stored message (after an upgrade whose funnel rules
+    changed); with --reclassify the messages are classified again first, day by day, with the
+    current keyword version and classifier rules."""
+    import psycopg
+    import redis
+
+    from funnel_ingest import db
+    from funnel_ingest.settings import get_settings
+    from funnel_ingest.store import funnel as store
+    from funnel_ingest.store.keywords import current_classifier
+
+    settings = get_settings()
+    db.migrate(settings.database_url)
+    started = time.perf_counter()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if args.reclassify:
+            classifier = current_classifier(conn, redis.Redis.from_url(settings.redis_url),
+                                            settings)
+            first, last = conn.execute("SELECT min(message_date), max(message_date) "
+                                       "FROM classified_messages").fetchone()
+            day, total = first, 0
+            while day is not None and day <= last:
+                with conn.transaction():
+                    store.lock_writers(conn, exclusive=False)
+                    total += store.reclassify(conn, classifier, day, day, recompute=False
+                                              ).received
+                err(f"reclassified {day}: {total:,} messages so far")
+                day += timedelta(days=1)
+            print(f"reclassified {total:,} messages with keyword version {classifier.version}")
+        with conn.transaction():
+            store.lock_writers(conn, exclusive=True)
+            leads = store.rebuild(conn, settings.tz, settings.cycle_rules)
+    print(f"rebuilt the funnel: {leads:,} leads in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -463,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--to", dest="end", required=True, type=_day,
                     help="last business date, YYYY-MM-DD")
     bf.set_defaults(func=cmd_backfill)
+    rb = sub.add_parser("rebuild", help="recompute the whole funnel from the stored messages "
+                        "(after an upgrade that changed the funnel rules)")
+    rb.add_argument("--reclassify", action="store_true",
+                    help="classify every stored message again first (the upgrade changed the "
+                         "classifier or the keywords)")
+    rb.set_defaults(func=cmd_rebuild)
     demo = sub.add_parser("demo", help="run the pipeline end to end on local defaults")
     demo.add_argument("--customers", type=int, default=150, help="simulated customers")
     demo.add_argument("--concurrency", type=int, default=32)

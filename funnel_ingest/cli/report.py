@@ -3,9 +3,10 @@ to a file or S3, the funnel summary in the terminal.
 
     funnel send-mock [--url URL] [--count N] [--rate PER_S] [--concurrency N]
                      [--sources whatsapp,qontak,generic] [--seed N] [--days N]
-    funnel export    [--from DATE] [--to DATE] [--channel C]... [--campaign ID]
+    funnel export    [--from DATE] [--to DATE] [--channel C]... [--campaign ID] [--medium M]...
                      [--format csv|parquet] [--output PATH | s3://BUCKET/KEY]
-    funnel report    [--from DATE] [--to DATE] [--channel C]... [--campaign ID] [--daily] [--json]
+    funnel report    [--from DATE] [--to DATE] [--channel C]... [--campaign ID] [--medium M]...
+                     [--daily] [--json]
 
 Settings come from the environment (and `.env`); where `funnel up` ran (a `.funnel/env`), the
 local stack's settings and secrets fill in what the environment does not set. `send-mock`
@@ -119,7 +120,8 @@ def _filter_from(args: argparse.Namespace, cmd: str) -> ReportFilter | None:
     from funnel_ingest.report.query import FilterError, ReportFilter
 
     try:
-        return ReportFilter(args.start, args.end, tuple(args.channel or ()), args.campaign)
+        return ReportFilter(args.start, args.end, tuple(args.channel or ()), args.campaign,
+                            tuple(args.medium or ()))
     except FilterError as exc:
         err(f"funnel {cmd}: {exc}")
         return None
@@ -233,7 +235,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     span = f"{filt.start or 'first'} .. {filt.end or 'last'}"
     # labels are CRM- and sheet-chosen text: printed as text, never as console markup
     extra = "".join(f", {k} {escape(v)}" for k, v in (("channels", ",".join(filt.channels)),
-                                                       ("campaign", filt.campaign)) if v)
+                                                       ("campaign", filt.campaign),
+                                                       ("mediums", ",".join(filt.mediums))) if v)
     table = Table(title=f"Funnel, lead dates {span} ({settings.funnel_timezone}{extra})",
                   title_justify="left")
     keys = ("date", "channel") if args.daily else ("channel",)
@@ -277,6 +280,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", action="append", metavar="CHANNEL",
                    help="only this channel (repeatable; default: every channel)")
     p.add_argument("--campaign", default=None, metavar="ID", help="only this campaign_id")
+    p.add_argument("--medium", action="append", metavar="MEDIUM",
+                   help="only this medium: whatsapp, instagram, webchat, ... (repeatable)")
 
 
 def add_parsers(subparsers: Any) -> None:

@@ -9,6 +9,11 @@ transaction keyword only makes a *payment statement* when the sentence reports a
 - from an agent or bot: only a confirmation of receipt ("sudah kami terima", "diterima",
   "sudah masuk", "lunas", "berhasil"), never instructions ("silakan transfer ke …") or prices.
 The amount is read only from payment statements.
+
+A customer's thanks is not an opening: a greeting in a message that thanks or says goodbye
+("halo kak, thanks yaa", "makasih kak, sampai jumpa") and asks nothing (no question mark, no
+intent or inquiry word) loses its opening stage, so the courtesy that follows a purchase
+never opens a new lead.
 """
 
 from __future__ import annotations
@@ -34,14 +39,58 @@ INTENT = {"mau", "mo", "akan", "nanti", "ntar", "nnti", "besok", "ingin", "penge
           "rencana", "rencananya", "harus", "hrs", "perlu", "bisa", "bisakah", "boleh", "bolehkah",
           "gimana", "bagaimana", "gmn", "kemana", "mana", "berapa", "brp", "kapan", "apakah",
           "apa", "caranya", "cara", "kalau", "kalo", "klo", "jika", "coba", "tolong", "minta"}
-CONFIRM = {"terima", "diterima", "kami terima", "masuk", "lunas", "berhasil", "sukses",
-           "terkonfirmasi", "dikonfirmasi", "confirmed", "received", "terverifikasi", "valid"}
+CONFIRM = {"terima", "diterima", "masuk", "lunas", "berhasil", "sukses", "terkonfirmasi",
+           "dikonfirmasi", "confirmed", "received", "terverifikasi", "diverifikasi", "valid"}
+NEGATORS_PLAIN = {"belum", "blm", "blom", "belom", "blum", "tidak", "tdk", "gak", "ga", "gk",
+                  "ngga", "nggak", "ngak", "enggak", "engga", "kagak", "ndak", "nda", "tak",
+                  "bukan", "bkn", "not"}
+"""Negators as `normalize` writes them (the matcher's are skeletons)."""
+ASPECT = {"sudah", "sdh", "udah", "udh", "dah", "telah", "tlh"}
+YET = {"belum", "blm", "blom", "belom", "blum"}
+FAILURE = {"gagal", "ggl", "error", "eror", "err", "ditolak", "tertolak", "pending", "gangguan",
+           "trouble", "failed", "fail", "declined", "kendala", "nyangkut", "tertahan",
+           "gabisa", "gbs", "gbisa", "gabs", "gakbisa"}
+"""Words that say a payment did not go through."""
+SUCCEEDED = {"bisa", "bs", "masuk", "berhasil", "sukses", "terkirim", "diterima", "terima"}
+"""Words that, negated ("ga bisa", "belum masuk"), say a payment did not go through."""
+THANKS = {"makasih", "makasi", "maksih", "mksh", "mks", "makaci", "terimakasih", "trimakasih",
+          "trims", "thanks", "thank", "thx", "tq", "tks", "tengkyu", "thankyou", "nuhun",
+          "suwun", "nuwun", "hatur", "tararengkyu"}
+THANKS_PHRASES = ("terima kasih", "trima kasih", "see you", "sampai jumpa", "sampai ketemu")
+GOODBYE = {"bye", "dadah", "daah", "pamit"}
+INQUIRY = INTENT | {"tanya", "nanya", "tny", "info", "informasi", "promo", "promonya", "harga",
+                    "harganya", "paket", "paketnya", "slot", "jadwal", "tersedia", "ready",
+                    "ada", "order", "pesan", "booking", "daftar"}
 COMPLETED_FORMS = {"lunas", "paid", "dibayar", "dibayarkan", "ditransfer", "terbayar", "pelunasan",
                    "transferan", "sudah kami terima", "pembayaran diterima", "bukti transfer"}
 
 
 def _words(normalized: str) -> list[str]:
     return _WORD.findall(normalized)
+
+
+def _negated_at(tokens: list[str], i: int) -> bool:
+    """Is the word `tokens[i]` negated by one of the three words before it ("belum masuk")?"""
+    return not NEGATORS_PLAIN.isdisjoint(tokens[max(0, i - 3):i])
+
+
+def _failure_in(tokens: list[str]) -> bool:
+    """A failure word ("gagal", "error", "pending"), or a negated success ("ga bisa",
+    "belum masuk"), among `tokens`."""
+    return any(w in FAILURE or (w in SUCCEEDED and _negated_at(tokens, i))
+               for i, w in enumerate(tokens))
+
+
+def _completed_marker(tokens: list[str]) -> int | None:
+    """Where the statement says the act is done ("sudah", "barusan", "berhasil"): the first
+    such word that is not negated ("belum masuk") and not the "sudah ... belum?" question."""
+    for i, w in enumerate(tokens):
+        if w in COMPLETED and not _negated_at(tokens, i):
+            if w in ASPECT and not NEGATORS_PLAIN.isdisjoint(tokens[i + 1:]) and any(
+                    t in YET for t in tokens[i + 1:]):
+                return None  # "sudah masuk belum?": asks whether it is done
+            return i
+    return None
 
 
 def is_payment_statement(text: str, direction: str, hits: list[Hit],
@@ -51,29 +100,53 @@ def is_payment_statement(text: str, direction: str, hits: list[Hit],
     if not tx:
         return False
     norm = normalize(text)
-    words = set(_words(norm))
+    tokens = _words(norm)
+    words = set(tokens)
     question = text.rstrip().endswith("?") or bool(words & {"apakah", "bisakah", "bolehkah"})
     if direction == "inbound":
-        if question or words & INTENT:
-            # "sudah" overrides an intent word only when it comes first ("sudah mau transfer" is
-            # rare; "mau transfer" is a plan)
-            if not (words & COMPLETED and not question):
+        keyword_at = min(len(_WORD.findall(norm, 0, h.start)) for h in tx)
+        marker = _completed_marker(tokens)
+        if marker is not None:
+            # A completed statement stands even when it ends with a question ("sudah bayar
+            # 320rb, mohon dicek ya?"); an intent between the marker and the payment word
+            # ("sudah mau bayar") or a failure after it ("sudah tf tapi gagal") is a plan.
+            if not INTENT.isdisjoint(tokens[marker + 1:keyword_at]):
                 return False
-        if words & COMPLETED or words & PROOF:
+            return not _failure_in(tokens[marker + 1:])
+        if question or words & INTENT or _failure_in(tokens):
+            return False
+        if words & PROOF:
             return True
         if any(h.keyword in COMPLETED_FORMS for h in tx) or any(
                 w in COMPLETED_FORMS for w in words):
             return True
         return amount_present
-    # agent / bot / business: only confirmations of receipt
+    # agent / bot / business: only confirmations of receipt, never a negated one ("belum kami
+    # terima", "belum masuk di sistem kami", "belum terverifikasi")
     if question:
         return False
-    confirmed = bool(words & CONFIRM) or "kami terima" in norm or any(
-        h.keyword in {"sudah kami terima", "pembayaran diterima", "lunas"} for h in tx)
-    if not confirmed:
+    # (a confirmation word, not a keyword name: "lunas" confirms, "sisa pelunasan" asks to pay)
+    confirmed = any(w in CONFIRM and not _negated_at(tokens, i) and not _thanks_at(tokens, i)
+                    for i, w in enumerate(tokens))
+    if not confirmed or _failure_in(tokens):
         return False
     instructs = words & {"silakan", "silahkan", "mohon", "harap", "segera"}
     return not instructs
+
+
+def _thanks_at(tokens: list[str], i: int) -> bool:
+    """Is tokens[i] the "terima" of "terima kasih" (thanks, not a receipt)?"""
+    return tokens[i] == "terima" and tokens[i + 1:i + 2] in (["kasih"], ["ksh"], ["kasi"])
+
+
+def is_courtesy(text: str) -> bool:
+    """Thanks or a goodbye that asks for nothing (module docstring)."""
+    if "?" in text:
+        return False
+    norm = normalize(text)
+    words = set(_words(norm))
+    thanks = bool(words & THANKS or words & GOODBYE) or any(p in norm for p in THANKS_PHRASES)
+    return thanks and not words & INQUIRY
 
 
 # What a message says is read from its first characters only: chat messages are short
@@ -118,6 +191,10 @@ class Classifier:
             if not payment:
                 stages.discard("transaction")
                 amount = None
+        if "opening" in stages and direction == "inbound" and not stages & {"booking", "transaction"} \
+                and is_courtesy(text):
+            stages.discard("opening")
+            live = [h for h in live if h.stage != "opening"]
         opening = next((h for h in live if h.stage == "opening" and h.channel), None) or next(
             (h for h in live if h.stage == "opening"), None)
         keywords = tuple(dict.fromkeys(h.keyword for h in live

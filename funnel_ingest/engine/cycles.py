@@ -4,16 +4,26 @@ A pure, deterministic function of the set of messages: they are sorted by
 (sent_at, source, message_id, room_key) first, so delivery order never matters.
 
 - A cycle opens at the customer's first inbound message. A later inbound message with an
-  opening keyword opens a new cycle when the current one already has a transaction or started
-  more than `lead_window_days` before it; otherwise the lead keeps its first-touch channel.
+  opening keyword opens a new cycle when the current one started more than
+  `CycleRules.lead_window_days` before it, or, once the current one has a transaction, when it
+  is a new inquiry: it carries a marketing signal (an opening keyword with a channel, an ad
+  referral, a campaign reply, a campaign message received since the last payment), or it comes
+  `CycleRules.quiet_hours_after_payment` or more after the cycle's last payment, and it is not
+  itself a payment (a settlement after the down payment continues the purchase). A "halo kak,
+  makasih ya" two hours after paying stays in the paid cycle. Otherwise the lead keeps its
+  first-touch channel.
 - Channel, from the cycle's opening message: the channel of its opening keyword; else its hint
-  (ads referral, campaign reply, website); else `campaign_blast` when a campaign message reached
-  the customer within `CAMPAIGN_REPLY_WINDOW` before; else `direct`.
-- Booking: the first message of the cycle (either direction) with a booking keyword.
+  (an ad referral, a campaign reply, the website, any other marketing label a CRM gave);
+  else `campaign_blast` when a campaign message reached the customer within
+  `CAMPAIGN_REPLY_WINDOW` before; else `direct`. A medium (whatsapp, instagram, ...) is never a
+  channel: it is the lead's `medium`, from the opening message (else the cycle's first message
+  that names one).
+- Booking: the first message of the cycle (either direction) with a booking keyword, before or
+  after the payment; none when no message says it. Nothing is copied from the transaction:
+  summaries count a paid lead as booked (report.query), the columns hold what was said.
 - Transaction: the first payment statement of the cycle; its value is the amount of the first
   payment statement that has one; every payment statement is also kept as an event, so down
-  payment + settlement can be summed. A transaction implies a booking: when none came before
-  it, the booking time is the transaction time (so lead <= booking <= transaction holds).
+  payment + settlement can be summed.
 - Messages before the customer's first inbound message (a campaign blast) open no cycle.
 """
 
@@ -27,7 +37,20 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 CAMPAIGN_REPLY_WINDOW = timedelta(days=7)
-HINT_CHANNELS = frozenset({"ads", "campaign_blast", "website"})
+NO_CHANNEL = frozenset({None, "", "direct"})
+"""Hints that name no marketing channel (an explicit "direct" says nothing a campaign reply
+would not override)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRules:
+    """The settings the cycle rules read (LEAD_WINDOW_DAYS, QUIET_HOURS_AFTER_PAYMENT)."""
+
+    lead_window_days: int = 30
+    quiet_hours_after_payment: float = 24.0
+
+
+DEFAULT_RULES = CycleRules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +73,7 @@ class CycleMessage:
     campaign_id: str | None = None
     ad_id: str | None = None
     requested_date: date | None = None
+    medium: str | None = None
 
     @property
     def order(self) -> tuple:
@@ -75,6 +99,8 @@ class Lead:
     transaction_total: Decimal | None = None
     transactions: int = 0
     requested_date: date | None = None
+    medium: str | None = None
+    last_paid_at: datetime | None = None   # not a column: the new-inquiry rule reads it
 
     def dates(self, tz: ZoneInfo) -> tuple[date, date | None, date | None]:
         def local(ts: datetime | None) -> date | None:
@@ -107,17 +133,36 @@ def _channel(opening: CycleMessage, last_campaign: CycleMessage | None) -> tuple
     """Channel of a cycle and the campaign it came from (if any)."""
     if opening.opening_channel:
         return opening.opening_channel, opening.campaign_id
-    if opening.channel_hint in HINT_CHANNELS:
+    if opening.channel_hint not in NO_CHANNEL:
         return opening.channel_hint, opening.campaign_id  # type: ignore[return-value]
     if last_campaign is not None and opening.sent_at - last_campaign.sent_at <= CAMPAIGN_REPLY_WINDOW:
         return "campaign_blast", last_campaign.campaign_id or opening.campaign_id
     return "direct", opening.campaign_id
 
 
+def _opens(m: CycleMessage, current: Lead, last_campaign: CycleMessage | None,
+           window: timedelta, quiet: timedelta) -> bool:
+    """Does the inbound opening message `m` open a new cycle after `current`?"""
+    if m.sent_at - current.lead_at > window:
+        return True
+    if current.last_paid_at is None:
+        return False
+    # a payment after a payment (the settlement of a down payment, greeted or not) is the same
+    # purchase
+    if m.payment:
+        return False
+    # after a purchase only a new inquiry opens a lead, not the thanks that follow it
+    signal = bool(m.opening_channel or m.ad_id or m.campaign_id) or (
+        last_campaign is not None and last_campaign.sent_at > current.last_paid_at
+        and m.sent_at - last_campaign.sent_at <= CAMPAIGN_REPLY_WINDOW)
+    return signal or m.sent_at - current.last_paid_at >= quiet
+
+
 def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
-                    lead_window_days: int = 30) -> CustomerFunnel:
+                    rules: CycleRules = DEFAULT_RULES) -> CustomerFunnel:
     """All lead cycles of one customer."""
-    window = timedelta(days=lead_window_days)
+    window = timedelta(days=rules.lead_window_days)
+    quiet = timedelta(hours=rules.quiet_hours_after_payment)
     out = CustomerFunnel()
     current: Lead | None = None
     last_campaign: CycleMessage | None = None
@@ -129,22 +174,23 @@ def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
             phone = phone or m.phone
         if not inbound and m.channel_hint == "campaign_blast":
             last_campaign = m
-        opens = inbound and (
-            current is None
-            or ("opening" in m.stages
-                and (current.transaction_at is not None or m.sent_at - current.lead_at > window)))
+        opens = inbound and (current is None or (
+            "opening" in m.stages and _opens(m, current, last_campaign, window, quiet)))
         if opens:
             channel, campaign = _channel(m, last_campaign)
             current = Lead(
                 lead_id=lead_id(customer_key, m), customer_key=customer_key,
                 cycle=len(out.leads) + 1, channel=channel, lead_at=m.sent_at,
                 opening_source=m.source, opening_message_id=m.message_id, phone=phone,
-                opening_keyword=m.opening_keyword, campaign_id=campaign, ad_id=m.ad_id)
+                opening_keyword=m.opening_keyword, campaign_id=campaign, ad_id=m.ad_id,
+                medium=m.medium)
             out.leads.append(current)
         if current is None:
             continue  # before the customer's first inbound message
         if current.phone is None and phone:
             current.phone = phone
+        if current.medium is None and m.medium:
+            current.medium = m.medium
         if "booking" in m.stages:
             if current.booking_at is None:
                 current.booking_at = m.sent_at
@@ -154,10 +200,9 @@ def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
             out.payments.append(Payment(m.pk, current.lead_id, customer_key, m.sent_at,
                                         m.amount, m.direction))
             current.transactions += 1
+            current.last_paid_at = m.sent_at
             if current.transaction_at is None:
                 current.transaction_at = m.sent_at
-                if current.booking_at is None or current.booking_at > m.sent_at:
-                    current.booking_at = m.sent_at
             if m.amount is not None:
                 if current.transaction_value is None:
                     current.transaction_value = m.amount

@@ -13,12 +13,23 @@ How a keyword matches (docs/funnel.md, Matching):
    dropping the p, d/c/j/z -> men-, t -> men- dropping the t, s -> meny- dropping the s, k ->
    meng- dropping the k, vowels/g/h -> meng-; for p/t/s/k loanwords the unassimilated form is
    generated too: "mentransfer", "mengkonfirmasi") and the colloquial bare nasal (ng-/ny-:
-   "ngorder", "nyetor", "ngirim"); suffixes -kan, -an, -i, -in (and English -ed/-ing) followed by
+   "ngorder", "nyetor", "ngirim"); suffixes -kan, -an, -i, -in (and English -ed/-ing, which
+   Indonesian verbs on: "bookingkan", "bookingin") followed by
    -nya, -ku, -mu, -lah, -kah, -pun. So "pesan" also finds "dipesan", "memesan", "pemesanan",
    "pesanannya"; "bayar" finds "dibayar", "bayarnya", "pembayaran". In a phrase the first word
    takes prefixes and derivational suffixes, the last word takes particles ("kirim dana" ->
-   "mengirimkan dananya"). Shorter words (dp, tf, trf, va, hai) match as whole words, with
-   "-nya" allowed on a phrase's last word ("dpnya").
+   "mengirimkan dananya"). Shorter words (va, hai) match as whole words, with "-nya" allowed
+   on a phrase's last word ("dpnya"); a short abbreviation made of consonants only (tf, trf,
+   byr, dp) also takes di-, -in, -kan and -nya ("ditf", "ditrf", "dibyr", "tfnya", "ditfin"):
+   abbreviations are verbs as much as the words they shorten.
+3b. **Typos.** A message word that is no keyword form but one edit away (a letter added,
+   dropped or changed, or two neighbours swapped: optimal string alignment distance 1) from a
+   form of at least `TYPO_MIN_LETTERS` letters of a booking or payment keyword word
+   (`TYPO_STAGES`) of at least `TYPO_MIN_ROOT` letters, with the same first letter, is read as
+   that form ("trasnfer", "ditrasnfer", "pembyaran" of "bayar", "reservsi"). Short forms
+   ("bayr") and the forms of shorter keyword words never match a typo ("hanya" is not
+   "hai-nya", "terbatas" not "ter-atas"), so no short word becomes a keyword; opening keywords
+   are common words and take no typos ("limit harian" is not "harga-an").
 4. **Negation.** A hit is `negated` when one of the `NEGATION_WINDOW` words before it is a
    negator (`NEGATORS`: belum, tidak, gak, batal, cancel, ...) and neither a clause break
    (. , ; : ? ! newline) nor a contrast or re-affirmation word (`SCOPE_BREAKERS`: tapi, namun,
@@ -53,6 +64,7 @@ from dataclasses import dataclass
 
 import ahocorasick_rs
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 
 from funnel_ingest.engine.model import Hit, Keyword, Stage
 from funnel_ingest.engine.text import (
@@ -78,7 +90,18 @@ __all__ = [
 ]
 
 AFFIX_MIN_LETTERS = 4
-"""Keyword words shorter than this match only as whole words (dp, tf, trf, va, hai, hi)."""
+"""Keyword words shorter than this match only as whole words (va, hai, hi), consonant-only
+abbreviations (tf, trf, byr, dp) with di-, -in, -kan, -nya."""
+
+TYPO_MIN_LETTERS = 6
+"""Keyword forms (skeletons) at least this long also match a one-edit typo of themselves."""
+
+TYPO_MIN_ROOT = 5
+"""...when they are forms of a keyword word at least this long ("pembayaran" of "bayar")."""
+
+TYPO_STAGES = frozenset({"booking", "transaction"})
+"""...of a keyword of these stages: opening keywords are common words ("harga": "harian" is one
+edit from "harga-an"), and edited prefilled openings have their own similarity match."""
 
 NEGATION_WINDOW = 3
 """How many words before a hit are searched for a negator."""
@@ -98,7 +121,7 @@ _MAX_SKIP = 2   # prefilled text may follow up to two words ("kak, ...")
 # --- Indonesian morphology -------------------------------------------------------------------
 
 _SIMPLE_PREFIXES = ("", "di", "ke", "se", "ter", "ber", "ku", "nge")
-_DERIVATIONAL_SUFFIXES = ("", "kan", "an", "i", "in", "ed", "ing")
+_DERIVATIONAL_SUFFIXES = ("", "kan", "an", "i", "in", "ed", "ing", "ingkan", "ingin")
 _PARTICLE_SUFFIXES = ("", "nya", "ku", "mu", "lah", "kah", "pun")
 _VOWELS = frozenset("aeiou")
 
@@ -156,6 +179,11 @@ def word_forms(word: str, *, prefixes: bool = True, derivational: bool = True,
     "pesanannya".
     """
     if not _is_affixable(word):
+        if word.isalpha() and _VOWELS.isdisjoint(word):   # tf, trf, byr, dp: abbreviations
+            stems = [word, "di" + word] if prefixes else [word]
+            derivs = ("", "in", "kan") if derivational else ("",)
+            parts = ("", "nya") if particles else ("",)
+            return {stem + d + p for stem in stems for d in derivs for p in parts}
         return {word, word + "nya"} if particles else {word}
     stems = _prefixed(word) if prefixes else [word]
     derivs = _DERIVATIONAL_SUFFIXES if derivational else ("",)
@@ -229,6 +257,10 @@ VERBAL_MARKERS = frozenset(skeleton(w) for w in (
     "sdh", "bisa", "boleh", "sekalian", "langsung", "tolong", "mohon",
 ))
 """Modal and aspect words that make the following keyword a verb again ("mau daftar paket")."""
+
+_TYPO_PARTICLES = ("", *(p for p in _PARTICLE_SUFFIXES if p))
+"""Particles set aside when a token is looked up as a typo ("trasnfernya")."""
+
 
 def _best_window(keyword: str, words: list[str], cutoff: float = 0.0
                  ) -> tuple[float, int, int]:
@@ -346,6 +378,21 @@ class Matcher:
                 payloads.setdefault(f" {skeleton(form)} ", []).append((index, bare))
         self._patterns = list(payloads)
         self._payloads = [payloads[p] for p in self._patterns]
+        # typos: every word of a surface form is known; the forms of at least TYPO_MIN_LETTERS
+        # letters of keyword words of at least TYPO_MIN_ROOT letters get a deletion index (a
+        # typo and its form share a key)
+        self._known_words = frozenset(w for p in self._patterns for w in p.split())
+        typo_index: dict[str, set[str]] = {}
+        long_words = {w for e in self._entries if e.stage in TYPO_STAGES
+                      for w in e.key.split() if len(w) >= TYPO_MIN_ROOT and w.isalpha()}
+        # (without the particles -nya, -lah, ...: a token's particle is set aside at lookup)
+        typo_forms = {skeleton(f) for word in long_words
+                      for f in word_forms(word, particles=False)}
+        for w in (f for f in typo_forms if len(f) >= TYPO_MIN_LETTERS):
+            for i in range(len(w) + 1):
+                key = w[:i] + w[i + 1:]
+                typo_index.setdefault(key, set()).add(w)
+        self._typo_index = {k: tuple(sorted(v)) for k, v in typo_index.items()}
         self._automaton = (ahocorasick_rs.AhoCorasick(self._patterns)
                            if self._patterns else None)
         self._fuzzy = fuzzy
@@ -382,6 +429,11 @@ class Matcher:
         if not normalized or self._automaton is None:
             return []
         form, to_normalized = skeleton_with_map(normalized)
+        fixed = self._corrected(form) if self._typo_index else None
+        if fixed is not None:
+            form, back = fixed
+            skeleton_offset = to_normalized
+            to_normalized = lambda offset: skeleton_offset(back(offset))  # noqa: E731
         raw = self._exact_hits(form)
         if len(form) >= self._fuzzy_min_len and \
                 self._fuzzy_entries.isdisjoint([r[0] for r in raw]):
@@ -409,6 +461,45 @@ class Matcher:
             hits.append(Hit(entry.stage, entry.keyword, entry.channel,
                             to_normalized(s), to_normalized(e), negated))
         return hits
+
+    def _corrected(self, form: str):
+        """`form` with its typos of keyword forms corrected (module docstring, 3b) and a map of
+        offsets in the corrected text back to `form`; None when nothing was corrected."""
+        tokens = form.split(" ")
+        changed = False
+        index = self._typo_index
+        for i, tok in enumerate(tokens):
+            if len(tok) < TYPO_MIN_LETTERS - 1 or tok in self._known_words or not tok.isalpha():
+                continue
+            best: str | None = None
+            for particle in _TYPO_PARTICLES:
+                if not tok.endswith(particle) or len(tok) - len(particle) < TYPO_MIN_LETTERS - 1:
+                    continue
+                base = tok[:len(tok) - len(particle)] if particle else tok
+                for j in range(len(base) + 1):
+                    for target in index.get(base[:j] + base[j + 1:], ()):
+                        if target[0] == base[0] and (best is None or target + particle < best) \
+                                and OSA.distance(base, target, score_cutoff=1) <= 1:
+                            best = target + particle
+            if best is not None and best in self._known_words:
+                tokens[i] = best
+                changed = True
+        if not changed:
+            return None
+        old_starts, new_starts, lengths = [], [], []
+        old = new = 0
+        for original, fixed in zip(form.split(" "), tokens, strict=True):
+            old_starts.append(old)
+            new_starts.append(new)
+            lengths.append(len(original))
+            old += len(original) + 1
+            new += len(fixed) + 1
+
+        def back(offset: int) -> int:
+            i = bisect.bisect_right(new_starts, offset) - 1
+            return old_starts[i] + min(offset - new_starts[i], lengths[i])
+
+        return " ".join(tokens), back
 
     def _exact_hits(self, form: str) -> list[tuple[int, int, int, bool]]:
         """(entry, start, end, bare) of every whole-word surface form found in `form`."""

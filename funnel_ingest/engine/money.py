@@ -99,8 +99,15 @@ _PRICE_WORDS = frozenset((
     "harga", "harganya", "hrg", "biaya", "biayanya", "tarif", "tarifnya", "price", "cuma",
     "cuman", "hanya", "mulai", "htm", "seharga",
 ))
-_OTHER_WORDS = frozenset((
-    "sisa", "sisanya", "kurang", "kurangnya", "kekurangan", "diskon", "disc", "discount",
+_BALANCE_WORDS = frozenset((
+    "sisa", "sisanya", "kurang", "kurangnya", "kekurangan", "kekurangannya", "tinggal",
+    "tinggalnya", "sisaan",
+))
+"""A remainder still to pay: "sisa 1jt", "kurang 500rb", "tinggal 250rb lagi"."""
+_LATER_WORDS = frozenset(("nanti", "ntar", "nnti", "besok", "besoknya", "lusa", "menyusul"))
+"""After a payment word they make the amount a later payment: "pelunasan nanti 2jt"."""
+_OTHER_WORDS = _BALANCE_WORDS | frozenset((
+    "diskon", "disc", "discount",
     "potongan", "cashback", "hemat", "kembalian", "ongkir", "denda", "saldo", "refund",
     "deposit", "deposito",
 ))
@@ -127,7 +134,7 @@ _AMOUNT = re.compile(r"""
     (?<!\d)(?<!\d[.,])
     (?P<num>\d+(?:[.,]\d+)*)
     (?P<dash>\s?,\s?-+|\.-+)?
-    (?:\s*(?P<mult>ribu|rebu|rbu|rb|k|juta|jta|jt|million|miliar|milyar|milliar|m)(?![a-z])
+    (?:\s*(?P<mult>ribu|rebu|rbu|rb|k|juta|jta|jt|million|miliar|milyar|milliar|m)(?:an)?(?![a-z])
        (?:(?<=[a-z])(?P<tail>\d{1,3})(?:rb|ribu|k)?(?![\d.,]\d|\d))?)?
     (?P<cur2>\s*(?:rupiah|rp|idr)(?![a-z]))?
     """, re.VERBOSE)
@@ -165,10 +172,16 @@ class Amount:
 def parse_amounts(text: str) -> list[Amount]:
     """Every amount of money in `text`, in order (see the module docstring)."""
     s = normalize_light(text)
-    if not any(ch.isdigit() for ch in s):
-        return []
-    found = [a for m in _AMOUNT.finditer(s) if (a := _amount(s, m)) is not None]
-    return _merge_compounds(s, found)
+    found: list[Amount] = []
+    if any(ch.isdigit() for ch in s):
+        found = _merge_compounds(s, [a for m in _AMOUNT.finditer(s)
+                                     if (a := _amount(s, m)) is not None])
+    if _SCALE_WORD.search(s):
+        taken = [(a.start, a.end) for a in found]
+        found += [a for a in _word_amounts(s)
+                  if not any(a.start < e and b < a.end for b, e in taken)]
+        found.sort(key=lambda a: a.start)
+    return found
 
 
 def payment_amount(text: str) -> Decimal | None:
@@ -328,7 +341,8 @@ def _cue_of(word: str, prev: str) -> str | None:
     if (word == "muka" and prev == "uang") or (word == "payment" and prev == "down"):
         return "payment"
     if _is_payment_word(word):
-        return "payment"
+        # "sisa pelunasan 2jt", "kurang bayar 500rb": a balance, not what was paid
+        return "other" if prev in _BALANCE_WORDS else "payment"
     if word in _TOTAL_WORDS:
         return "total"
     if word in _PRICE_WORDS:
@@ -336,6 +350,8 @@ def _cue_of(word: str, prev: str) -> str | None:
     if word in _OTHER_WORDS:
         # "pelunasan sisa 1jt", "transfer sisanya 500rb": the remainder is being paid
         return "payment" if prev and _is_payment_word(prev) else "other"
+    if word in _LATER_WORDS and prev and _is_payment_word(prev):
+        return "other"                                    # "pelunasan nanti 2jt"
     if word in _ID_WORDS:
         return "id"
     if word in _TIME_WORDS:
@@ -353,6 +369,99 @@ def _bare_ok(num: str, value: Decimal) -> bool:
     if "." in num or "," in num:
         return _grouping(num) is not None
     return 4 <= len(num) <= 9 and value % 100 == 0
+
+
+# --- amounts in words ----------------------------------------------------------------------------
+
+_UNITS = {"nol": 0, "satu": 1, "dua": 2, "tiga": 3, "empat": 4, "lima": 5, "enam": 6,
+          "tujuh": 7, "delapan": 8, "sembilan": 9}
+_WORD_SCALES = {"ribu": 1_000, "rb": 1_000, "juta": 1_000_000, "jt": 1_000_000,
+                "miliar": 10**9, "milyar": 10**9}
+_NUMBER_WORDS = (*_UNITS, "sepuluh", "sebelas", "belas", "puluh", "seratus", "ratus", "seribu",
+                 "sejuta", "semiliar", "semilyar", "setengah", "ribu", "juta", "miliar",
+                 "milyar")
+_WORD_RUN = re.compile(r"(?<![a-z0-9])(?:(?:" + "|".join(sorted(_NUMBER_WORDS, key=len,
+                                                                 reverse=True))
+                       + r")(?:an)?(?:\s+|(?![a-z0-9])))+")
+_SCALE_WORD = re.compile(r"(?<![a-z])(?:ribu|juta|miliar|milyar|seribu|sejuta|semiliar)")
+
+
+def _word_amounts(s: str) -> list[Amount]:
+    """Amounts written in words: "satu juta", "lima ratus ribu", "dua setengah juta",
+    "seratus lima puluh ribu", "sejuta". Only runs that reach ribu or more are money (below
+    that a number word counts people or days: "dua orang")."""
+    out = []
+    for m in _WORD_RUN.finditer(s):
+        words = [w.removesuffix("an") if w not in _UNITS and w.endswith("an") and
+                 w.removesuffix("an") in _NUMBER_WORDS else w for w in m.group().split()]
+        value = _words_value(words)
+        if value is None or value < 1_000 or value > MAX_AMOUNT:
+            continue
+        start, end = m.start(), m.start() + len(m.group().rstrip())
+        cue, unit, count = _cue_before(s, start)
+        if cue in ("id", "time"):
+            cue = None
+        unit_after, count_after, quantity = _after(s, end, False)
+        if quantity:
+            continue
+        out.append(Amount(value, start, end, s[start:end], _CURRENCY_AFTER.match(s, end) is not None,
+                          True, unit or unit_after,
+                          cue if cue in ("payment", "total", "price", "other") else None,
+                          count or count_after))
+    return out
+
+
+_CURRENCY_AFTER = re.compile(r"\s*(?:rupiah|rp|idr)(?![a-z])")
+
+
+def _words_value(words: list[str]) -> Decimal | None:
+    """The value of a run of Indonesian number words, or None when it is not a number.
+
+    Below a thousand: units (satu .. sembilan), sepuluh / sebelas, "X belas", "X puluh",
+    seratus / "X ratus"; "setengah" adds a half ("dua setengah juta" is 2 500 000). Then the
+    scales ribu / juta / miliar (seribu, sejuta: one of them). What follows a scale without its
+    own scale is read in the unit below, as people write it ("satu juta lima ratus" is
+    1 500 000, like "1jt500")."""
+    total = Decimal(0)
+    group = Decimal(0)   # the part below a thousand being read
+    unit: int | None = None
+    half = False
+    last_scale: int | None = None
+    for w in words:
+        if w in _UNITS:
+            if unit is not None:
+                return None                  # "dua tiga": a list of digits, not a number
+            unit = _UNITS[w]
+        elif w == "sepuluh" or w == "sebelas":
+            group += 10 if w == "sepuluh" else 11
+        elif w in ("belas", "puluh", "ratus"):
+            if unit is None:
+                return None
+            group += unit + 10 if w == "belas" else unit * (10 if w == "puluh" else 100)
+            unit = None
+        elif w == "seratus":
+            group += 100
+        elif w == "setengah":
+            half = True
+        elif w in ("seribu", "sejuta", "semiliar", "semilyar"):
+            scale = {"seribu": 1_000, "sejuta": 1_000_000}.get(w, 10**9)
+            total += scale
+            last_scale = scale
+        elif w in _WORD_SCALES:
+            part = group + (unit or 0) + (Decimal("0.5") if half else 0)
+            if part == 0:
+                return None
+            total += part * _WORD_SCALES[w]
+            last_scale = _WORD_SCALES[w]
+            group, unit, half = Decimal(0), None, False
+        else:
+            return None
+    rest = group + (unit or 0) + (Decimal("0.5") if half else 0)
+    if rest and last_scale and last_scale >= 1_000_000:
+        total += rest * (last_scale // 1000)   # "satu juta lima ratus": 1 500 000
+    elif rest:
+        total += rest
+    return total.quantize(Decimal(1), rounding=ROUND_HALF_UP) if last_scale else None
 
 
 # --- number grammar ----------------------------------------------------------------------------

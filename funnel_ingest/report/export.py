@@ -179,8 +179,7 @@ def export(settings: Settings, filt: ReportFilter, output: str, fmt: str, *,
             if on_total is not None:
                 on_total(expected)
             records = _Records(keep=head + 1 if head else 0)
-            chunks = _counted(report.csv_chunks(conn, filt.start, filt.end, filt.channels,
-                                                filt.campaign, spreadsheet_safe=safe),
+            chunks = _counted(report.csv_chunks(conn, filt, spreadsheet_safe=safe),
                               records, on_rows)
             if target is None:
                 _write_file(chunks, Path(output), fmt)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 # User-facing columns first, in the order the growth team asked for, then the extras.
 REPORT_COLUMNS = (
     "leads_date", "channel", "phone", "booking_date", "transaction_date", "transaction_value",
-    "lead_id", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
+    "medium", "lead_id", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
     "opening_keyword",
 )
@@ -42,12 +42,13 @@ class FilterError(ValueError):
 class ReportFilter:
     """Which leads a report covers: lead dates `start`..`end` inclusive (business dates in
     FUNNEL_TIMEZONE; None = unbounded), any of `channels` (empty = all), one `campaign`
-    (the lead's campaign_id)."""
+    (the lead's campaign_id), any of `mediums` (whatsapp, instagram, ...; empty = all)."""
 
     start: date | None = None
     end: date | None = None
     channels: tuple[str, ...] = ()
     campaign: str | None = None
+    mediums: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.start is not None and self.end is not None and self.start > self.end:
@@ -64,6 +65,12 @@ class ReportFilter:
             # database's failure
             raise FilterError("channel and campaign must not contain NUL characters")
         object.__setattr__(self, "channels", channels)
+        mediums = tuple(sorted({m.strip().casefold() for m in self.mediums}))
+        if any(not m or len(m) > MAX_TEXT or "\x00" in m for m in mediums):
+            raise FilterError(f"medium must be 1 to {MAX_TEXT} characters")
+        if len(mediums) > MAX_CHANNELS:
+            raise FilterError(f"at most {MAX_CHANNELS} mediums")
+        object.__setattr__(self, "mediums", mediums)
         if self.campaign is not None:
             campaign = self.campaign.strip()
             if not campaign or len(campaign) > MAX_TEXT:
@@ -83,12 +90,15 @@ class ReportFilter:
             where.append(sql.SQL("channel = ANY({})").format(sql.Literal(list(self.channels))))
         if self.campaign is not None:
             where.append(sql.SQL("campaign_id = {}").format(sql.Literal(self.campaign)))
+        if self.mediums:
+            where.append(sql.SQL("medium = ANY({})").format(sql.Literal(list(self.mediums))))
         return sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat() if self.start else None,
                 "end": self.end.isoformat() if self.end else None,
-                "channels": list(self.channels), "campaign": self.campaign}
+                "channels": list(self.channels), "campaign": self.campaign,
+                "mediums": list(self.mediums)}
 
     def fingerprint(self) -> str:
         """Short digest of the filter, carried in cursors so a cursor only continues its own."""
@@ -108,7 +118,7 @@ def configure_session(conn: psycopg.Connection) -> None:
 # apostrophe. A phone (+62...) then opens as the text '+6281..., never as a number that lost its
 # + and leading digits. Machine consumers ask for the exact values (`spreadsheet_safe=False`).
 TEXT_COLUMNS = frozenset({"channel", "phone", "lead_id", "customer_key", "campaign_id", "ad_id",
-                          "opening_keyword"})
+                          "opening_keyword", "medium"})
 _NEUTRALIZED = sql.SQL(
     "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {c} "
     "ELSE {c} END AS {c}")
@@ -129,23 +139,19 @@ def _columns(spreadsheet_safe: bool = False) -> sql.Composable:
 _ORDER = sql.SQL("ORDER BY leads_date, lead_at, lead_id")
 
 
-def report_query(start: date | None, end: date | None, channels: Sequence[str] | None = None,
-                 campaign: str | None = None, *, spreadsheet_safe: bool = False
-                 ) -> sql.Composed:
-    """Every row of the report, in report order (dates None = unbounded)."""
-    filt = ReportFilter(start, end, tuple(channels or ()), campaign)
+def report_query(filt: ReportFilter, *, spreadsheet_safe: bool = False) -> sql.Composed:
+    """Every row of the report of `filt`, in report order."""
     return sql.SQL("SELECT {} FROM funnel WHERE {} {}").format(
         _columns(spreadsheet_safe), filt.conditions(), _ORDER)
 
 
-def csv_chunks(conn: psycopg.Connection, start: date | None, end: date | None,
-               channels: Sequence[str] | None = None, campaign: str | None = None, *,
+def csv_chunks(conn: psycopg.Connection, filt: ReportFilter, *,
                spreadsheet_safe: bool = True) -> Iterator[bytes]:
     """The report as CSV (header first), in chunks as Postgres produces them. By default the
     cells a spreadsheet would run as formulas are neutralized (TEXT_COLUMNS);
     `spreadsheet_safe=False` gives the exact values."""
     query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
-        report_query(start, end, channels, campaign, spreadsheet_safe=spreadsheet_safe))
+        report_query(filt, spreadsheet_safe=spreadsheet_safe))
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
             yield bytes(chunk)
@@ -222,11 +228,14 @@ def page(conn: psycopg.Connection, filt: ReportFilter, limit: int,
 # ---------------------------------------------------------------------------------------------
 # Summaries
 
-# Stage times are seconds from the lead's first message (lead_at) to the booking / transaction;
-# percentiles are continuous (interpolated, as percentile_cont), over the leads that reached it.
+# A paid lead has reached the booking stage even when no message said "booking" (its booking
+# date stays empty: the columns hold what was said), so the stage counts and the conversion
+# rates never rise from one stage to the next. Stage times are seconds from the lead's first
+# message (lead_at) to the booking / transaction; percentiles are continuous (interpolated, as
+# percentile_cont), over the leads with an observed booking / transaction (NULLs are ignored).
 _AGGREGATES = sql.SQL("""
        count(*) AS leads,
-       count(booking_at) AS bookings,
+       count(*) FILTER (WHERE booking_at IS NOT NULL OR transaction_at IS NOT NULL) AS bookings,
        count(transaction_at) AS transactions,
        coalesce(sum(transaction_value), 0)::bigint AS revenue_sum,
        round(avg(transaction_value))::bigint AS revenue_average,
@@ -287,7 +296,9 @@ def channel_counts(conn: psycopg.Connection) -> list[dict[str, Any]]:
     order: the cheap part of `summary` (no percentiles), for what runs after every drain (the
     Dagster funnel metadata) and the demo's closing table."""
     rows = conn.execute(
-        "SELECT channel, count(*), count(booking_at), count(transaction_at), "
+        "SELECT channel, count(*), "
+        "count(*) FILTER (WHERE booking_at IS NOT NULL OR transaction_at IS NOT NULL), "
+        "count(transaction_at), "
         "coalesce(sum(transaction_value), 0)::bigint FROM funnel GROUP BY 1 ORDER BY 1"
     ).fetchall()
     return [{"channel": c, "leads": n, "bookings": b, "transactions": t, "revenue": v}

@@ -8,15 +8,18 @@ computes the expected funnel rows (`TruthLead`) from that scenario, with the eng
 
 - a customer's messages are ordered by (sent_at, source, message_id); a lead cycle opens at the
   first inbound message; a later inbound message labelled "opening" opens a new cycle when the
-  current one has a transaction or started more than `lead_window_days` before it;
+  current one started more than `lead_window_days` before it, or, after a payment, when it
+  carries a marketing signal (a channel's prefilled text, an ad referral, a campaign reply, a
+  blast received since the payment) or comes `quiet_hours_after_payment` after the last one,
+  and is not itself a payment (a greeted settlement continues the purchase);
 - channel, from the cycle's opening message: the channel of the opening keyword it contains
-  (`TruthLabel.opening_channel`); else its hint when ads / campaign_blast / website; else
-  campaign_blast when an outbound campaign message reached the customer within the 7 days
-  before (inclusive); else direct;
-- booking_at: first message of the cycle (either direction) labelled "booking";
-  transaction_at: first payment statement; transaction_value: amount of the first payment
-  statement that has one; transaction_total: sum of all amounts; a transaction implies a
-  booking (booking_at = transaction_at when none came before it).
+  (`TruthLabel.opening_channel`); else its hint (ads, campaign_blast, website, a CRM's own
+  label such as tiktok); else campaign_blast when an outbound campaign message reached the
+  customer within the 7 days before (inclusive); else direct. The medium (whatsapp,
+  instagram, webchat, ...) is the opening message's, else the cycle's first one's;
+- booking_at: first message of the cycle (either direction) labelled "booking", before or after
+  the payment, else none; transaction_at: first payment statement; transaction_value: amount
+  of the first payment statement that has one; transaction_total: sum of all amounts.
 
 Labels: `stages` holds "transaction" exactly when `payment` is true (a customer saying they paid
 or an agent confirming receipt); `amount` is set only on payment statements. Deliberate traps
@@ -41,13 +44,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
 
-from funnel_ingest.engine.cycles import HINT_CHANNELS
+from num2words import num2words
+
+from funnel_ingest.engine import channels
+from funnel_ingest.engine.cycles import NO_CHANNEL
 from funnel_ingest.messages import NormalizedMessage
 
 __all__ = [
     "FUZZY_OPENINGS",
     "MESSAGES_PER_CUSTOMER",
     "TRAPS",
+    "TYPOS",
     "SimMessage",
     "Simulation",
     "TruthLabel",
@@ -58,6 +65,7 @@ __all__ = [
 ]
 
 DEFAULT_START = datetime(2025, 10, 1, tzinfo=UTC)
+_QONTAK_ROOM_CHANNEL = {"wa": "wa", "website": "web", "ig": "ig"}  # as Qontak names the rooms
 CAMPAIGN_REPLY_WINDOW = timedelta(days=7)
 
 # Average messages per customer (measured over 5,000 customers) by `days`, with the default
@@ -115,6 +123,7 @@ class TruthLead:
     transaction_at: datetime | None
     transaction_value: Decimal | None
     transaction_total: Decimal | None
+    medium: str | None = None
 
 
 @dataclass
@@ -210,7 +219,7 @@ L_PAID = _label("t", True)
 # (stage excluded, text as generated before casing/emoji noise; {placeholders} are filled in)
 TRAPS: tuple[tuple[str, str], ...] = (
     ("booking", "daftar harga dong kak"),
-    ("booking", "tau dari facebook kak, promonya beneran?"),
+    ("booking", "liat di facebook kak, promonya beneran?"),
     ("booking", "kalau bawa notebook boleh ga kak?"),
     ("booking", "gak jadi booking deh kak, maaf"),
     ("booking", "nggak jadi pesan dulu kak, mahal"),
@@ -227,6 +236,15 @@ TRAPS: tuple[tuple[str, str], ...] = (
     ("transaction", "Silakan bayar ke virtual account {va} ya kak"),
     ("transaction", "Mohon kirim bukti transfer setelah bayar ya kak"),
     ("transaction", "Sisa pelunasan {R} paling lambat H-3 ya kak"),
+    # a payment that failed, a transfer the agent has not received
+    ("transaction", "transfernya gagal kak, saya coba lagi nanti ya"),
+    ("transaction", "tadi tf nya gagal kak, limit harian"),
+    ("transaction", "Maaf kak, transfernya belum masuk ya, mohon dicek lagi"),
+    ("transaction", "Pembayarannya belum kami terima kak, sudah kirim bukti?"),
+    # thanks with a greeting: a courtesy, not an opening (COURTESY)
+    ("opening", "halo kak, thanks yaa"), ("opening", "Halo kak, makasih banyak ya 🙏"),
+    ("opening", "hai kak, terima kasih ya"), ("opening", "Selamat malam kak, makasih ya sudah dibantu"),
+    ("opening", "halo min, makasih, sampai jumpa"), ("opening", "ok makasih infonya kak"),
 )
 _TRAP = {text: L_NONE for _, text in TRAPS}
 
@@ -236,23 +254,26 @@ _TRAP = {text: L_NONE for _, text in TRAPS}
 # a text carries a stage exactly when it contains a keyword of that stage (whole words, with
 # Indonesian affixes such as di-/pem-/-nya/-an), except the TRAPS above.
 
-AD_TEXTS = (  # ads prefilled opening keywords (the first one contains "mau info promo")
+AD_TEXTS = (  # ads prefilled texts and mentions of an ad (all name the ads channel)
     "Halo, saya tertarik dengan promo ini",
     "Halo kak, saya mau info promo dari iklan",
+    "Halo! Bisakah saya mendapatkan info selengkapnya tentang ini?",  # Meta's default prefill
     "Saya lihat iklannya di Instagram",
     "Halo, saya lihat iklan di Facebook",
 )
 AD_EDITED = (  # edited ad texts, sent with the ad's referral (so the lead is ads either way):
     # (text, stages, opening channel). The first is a light edit of an ads prefilled text (one
-    # word abbreviated) and still counts as that text (a similarity match); the others are
-    # rewritten beyond recognition and contain no channel keyword.
+    # word abbreviated) and still counts as that text (a similarity match); the next mention
+    # the ad ("iklan"); the last are rewritten beyond recognition and name no channel.
     ("Halo, saya tertarik dgn promo ini kak", "o", "ads"),
+    ("Saya liat iklannya di IG kak", "o", "ads"),
+    ("liat iklan di fb, promonya msh berlaku?", "o", "ads"),
+    ("Halo kak, saya lihat iklannya tadi", "o", "ads"),
     ("halo, sy tertarik sama promonya", "o", None),
-    ("Saya liat iklannya di IG kak", "", None),
-    ("liat iklan di fb, promonya msh berlaku?", "", None),
-    ("Halo kak, saya lihat iklannya tadi", "o", None),
+    ("kak, yg diskon 30% itu masih bisa?", "", None),
 )
-FUZZY_OPENINGS = {text: channel for text, _, channel in AD_EDITED if channel}
+FUZZY_OPENINGS = {AD_EDITED[0][0]: AD_EDITED[0][2]}
+"""Texts that name their channel only by similarity to a prefilled text (no exact keyword)."""
 WEB_TEXTS = (
     "Halo, saya dari website, mau tanya",
     "Halo admin, saya mau konsultasi dari website",
@@ -262,13 +283,15 @@ CAMPAIGN_TEXTS = (
     "Mau info promo",
     "Ya, saya mau ikut promonya",
     "Saya tertarik dengan penawaran broadcast",
+    "Mau klaim voucher diskonnya kak",
+    "kak mau klaim promo yg di broadcast",
 )
-BUTTONS = (  # template quick-reply buttons: (text, campaign keyword?)
-    ("Mau info promo", True),
-    ("Ya, saya mau ikut promonya", True),
-    ("Info lebih lanjut", False),
-    ("Tertarik", False),
-    ("Lihat paket", False),
+BUTTONS = (  # template quick-reply buttons: (text, stages, opening channel)
+    ("Mau info promo", "o", "campaign_blast"),
+    ("Ya, saya mau ikut promonya", "o", "campaign_blast"),
+    ("Info lebih lanjut", "o", None),
+    ("Tertarik", "", None),
+    ("Lihat paket", "", None),
 )
 PREFILL_SUFFIX = ("", "", "", " 🙏", " 😊", "!", " kak", "\n\nNama: {nama}", " (2 orang)")
 GREETINGS = (  # generic opening keywords, no channel
@@ -276,16 +299,20 @@ GREETINGS = (  # generic opening keywords, no channel
     "selamat siang kak", "Selamat malam, masih ada slot buat minggu depan?",
     "Assalamualaikum kak", "Mau tanya kak", "minta info paket dong", "info dong kak", "hallo",
     "Hi kak", "kak, mau tanya paket ke Bali", "Selamat sore kak, minta info open trip",
+    "punten kak, mau tanya", "hello kak", "kak mau tny paket ke lombok", "minta pricelist nya kak",
+    "berapa harga paket ke Bromo kak?",
 )
 NO_KEYWORD_FIRST = (  # first messages without any keyword (they still open the cycle)
-    "kak berapa harga paket ke Bromo?", "paket honeymoon ada kak?", "brp harga open trip kak",
+    "kak paket ke Bromo berapaan?", "paket honeymoon ada kak?", "open trip bulan depan brp kak",
     "kak, jadwal bulan depan gmn?",
 )
 CAMPAIGN_REPLIES = (  # replies to a blast that are not campaign texts: (text, stages)
     ("halo kak, promonya masih ada?", "o"),
     ("Halo min, boleh minta info promonya", "o"),
-    ("berapa harganya kak?", ""),
-    ("promonya sampai kapan kak?", ""),
+    ("berapa harganya kak?", "o"),
+    ("promonya sampai kapan kak?", "o"),
+    ("sampai kapan berlakunya kak?", ""),
+    ("kak vouchernya bisa dipakai bulan depan?", "o"),
 )
 RECONTACT = (  # coming back within the window without a transaction (same cycle)
     ("halo kak, promonya masih ada?", "o"),
@@ -301,19 +328,20 @@ AGENT_GREETINGS = (
     ("Terima kasih sudah menghubungi Wisata Nusantara, ada yang bisa kami bantu kak?", ""),
 )
 QUESTIONS = (
-    ("berapa harganya kak?", ""), ("brp harganya kak", ""), ("masih ada slot?", "o"),
+    ("berapa harganya kak?", "o"), ("brp harganya kak", "o"), ("masih ada slot?", "o"),
     ("masih ada slot untuk tgl 12.12 kak?", "o"), ("lokasinya di mana ya kak?", ""),
-    ("bisa bawa anak kecil?", ""), ("daftar harga dong kak", "T"),
-    ("tau dari facebook kak, promonya beneran?", "T"), ("kalau bawa notebook boleh ga kak?", "T"),
+    ("bisa bawa anak kecil?", ""), ("daftar harga dong kak", "o"),  # (trap: not a booking)
+    ("liat di facebook kak, promonya beneran?", "o"), ("kalau bawa notebook boleh ga kak?", "T"),
     ("bisa bayar pakai apa kak?", "T"), ("bisa tf ke BRI ga kak?", "T"),
     ("dpt diskon ga kak kalau rombongan?", ""), ("berangkatnya jam 19.00 ya kak?", ""),
     ("termasuk makan ga kak", ""), ("gmn cara ke lokasinya kak", ""),
     ("kak, kalau tgl 01/11 bisa?", ""),
 )
-QUOTES = (  # agent price quotes: never a payment, never a booking
-    "Harga paket {P}/pax kak", "Untuk {n} pax totalnya {T} ya kak",
-    "Promo 12.12 harganya jadi {P} kak, berlaku sampai tgl 15",
-    "Slot tgl {d} masih tersedia kak, harga {P}/orang", "Harganya {P} per orang kak, sudah termasuk makan",
+QUOTES = (  # agent price quotes: never a payment, never a booking: (text, stages)
+    ("Harga paket {P}/pax kak", "o"), ("Untuk {n} pax totalnya {T} ya kak", ""),
+    ("Promo 12.12 harganya jadi {P} kak, berlaku sampai tgl 15", "o"),
+    ("Slot tgl {d} masih tersedia kak, harga {P}/orang", "o"),
+    ("Harganya {P} per orang kak, sudah termasuk makan", "o"),
 )
 AGENT_BOOK_PROMPTS = (
     "Silakan booking di link ini ya kak: https://bit.ly/wisata-{d}",
@@ -344,7 +372,10 @@ INSTRUCTIONS = (
 DELAYS = (  # negated / future payments: no transaction
     "belum transfer kak, nanti sore ya", "nanti bayar pas datang boleh kak?",
     "belum bisa bayar sekarang kak, nunggu gajian 😅", "nanti saya transfer ya kak",
+    "transfernya gagal kak, saya coba lagi nanti ya", "tadi tf nya gagal kak, limit harian",
 )
+NOT_RECEIVED = ("Maaf kak, transfernya belum masuk ya, mohon dicek lagi",  # agent: not a payment
+                "Pembayarannya belum kami terima kak, sudah kirim bukti?")
 NEGATED_BOOKINGS = ("gak jadi booking deh kak, maaf", "nggak jadi pesan dulu kak, mahal")
 DROPS = ("oke kak nanti saya kabari lagi", "mahal juga ya kak 😅", "saya pikir-pikir dulu ya",
          "ok makasih infonya kak")
@@ -354,16 +385,25 @@ PAY_WITH_AMOUNT = (
     "sudah transfer {A} untuk {n} pax ya kak", "sudah tf {A} tadi jam 19.00 kak",
     "sudah transfer {A} utk tgl 12.12 ya", "udah ditransfer {A} ya kak, INV/20231212/0042",
     "sudah transfer {A} dari rek BCA {acct} kak", "udah paid {A} ya kak",
+    # a payment stated with a question, abbreviations with affixes, e-wallets, typos (TYPOS)
+    "barusan sudah bayar {A}, mohon dicek ya?", "udah ditf {A} ya kak", "sdh byr {A} kak",
+    "sudah kirim via gopay {A} ya kak", "sudah transfer lewat ovo {A}",
+    "sudah trasnfer {A} ya kak", "pembyaran {A} sudah saya kirim ya", "sudah tranfer {A} kak",
 )
+TYPOS = {"trasnfer": "transfer", "pembyaran": "pembayaran", "tranfer": "transfer"}
+"""Misspelt keyword forms in the texts (one edit each) and what they stand for."""
 PAY_NO_AMOUNT = (
     "sudah transfer ya kak, ini buktinya", "udah paid kak 🙏", "sudah lunas ya kak",
     "sudah dibayar ya kak, cek aja", "Sudah tf ya kak, no hp sy {hp}",
 )
 PROOF_CAPTIONS = ("bukti transfer ya kak", "ini bukti transfernya kak 🙏")
 DP_TEXTS = ("dp {A} dulu ya kak", "uang muka {A} sudah saya transfer ya", "sudah tf dp {A} ya kak")
+DP_NO_AMOUNT = ("sudah dp ya kak", "dp sudah saya transfer ya kak")
+CONFIRM_DP_BALANCE = ("DP {A} sudah kami terima ya kak, sisa {R} dilunasi H-3",)
 SETTLE_WITH_AMOUNT = ("pelunasan {A} sudah ya kak", "sudah transfer pelunasan {A} ya kak")
 SETTLE_REMINDER = "Sisa pelunasan {R} paling lambat H-3 ya kak"  # a trap: not a payment
 SETTLE_NO_AMOUNT = ("pelunasan sudah ya kak, buktinya di atas",)
+SETTLE_GREETED = "halo kak, pelunasan {A} sudah saya transfer ya"  # greeting + payment: same lead
 CONFIRM_NO_AMOUNT = ("Pembayaran sudah kami terima, terima kasih kak 🙏",
                      "Terima kasih kak, pembayaran diterima ya")
 CONFIRM_WITH_AMOUNT = ("Pembayaran {A} sudah kami terima ya kak",
@@ -371,7 +411,17 @@ CONFIRM_WITH_AMOUNT = ("Pembayaran {A} sudah kami terima ya kak",
 CONFIRM_DP = ("DP sudah kami terima ya kak 🙏",)
 CONFIRM_SETTLE = ("Pelunasan sudah kami terima, sampai jumpa kak!",)
 AFTER_CUSTOMER = ("makasih kak", "makasihhh kak 🙏", "oke siap kak", "kak meeting pointnya di mana ya?",
-                  "sip, ditunggu infonya")
+                  "sip, ditunggu kabarnya")
+# thanks with a greeting, soon after paying: not an opening, no new lead (the opening TRAPS)
+COURTESY = tuple(text for stage, text in TRAPS if stage == "opening")
+POST_PAY_QUESTIONS = (  # a greeting and a question about the order, soon after paying: same lead
+    "halo kak, mau tanya meeting pointnya di mana ya?", "Permisi kak, itinerary-nya bisa dikirim?",
+    "hai kak, nanti berangkat jam berapa ya?", "Halo kak, mau tanya kalau bawa koper besar boleh?",
+)
+BOOK_AFTER_PAY = (  # the booking said after paying: still the booking
+    "booking utk tgl {d} ya kak", "sekalian reservasi atas nama {nama} ya kak",
+    "kak, tolong booking buat {n} orang ya",
+)
 AFTER_AGENT = ("Sama-sama kak, sampai jumpa 😊", "Ditunggu kedatangannya kak",
                "Meeting point di lobby hotel jam 07.00 ya kak")
 BLASTS = (  # outbound campaign messages (bot): no keyword
@@ -379,7 +429,7 @@ BLASTS = (  # outbound campaign messages (bot): no keyword
     "Halo kak, ada promo akhir tahun nih! Paket Bali mulai {P}. Tertarik?",
     "Flash sale tiket open trip hanya minggu ini, kuota terbatas!",
 )
-_BLAST_LABELS = (L_NONE, L_OPEN, L_NONE)  # the second blast opens with "Halo": outbound opening
+_BLAST_LABELS = (L_OPEN, L_OPEN, L_NONE)  # promo / info / halo: outbound openings
 
 NAMES = ("Budi", "Siti", "Andi", "Dewi", "Rina", "Agus", "Putri", "Rizky", "Ayu", "Fajar", "Wulan",
          "Yusuf")
@@ -413,7 +463,15 @@ def _money(rand, amount: int) -> str:
         styles += ["rb", "rb", "ribu", "k", "k"]
     if amount >= 1_000_000 and amount % 100_000 == 0:
         styles += ["jt", "jt", "juta", "juta"]
+    if amount % 1000 == 0:
+        styles.append("words")           # "dua juta tujuh ratus lima puluh ribu"
+    if amount >= 1_500_000 and amount % 1_000_000 == 500_000:
+        styles.append("half")            # "dua setengah juta"
     style = styles[int(rand() * len(styles))]
+    if style == "words":
+        return num2words(amount, lang="id")
+    if style == "half":
+        return num2words(amount // 1_000_000, lang="id") + " setengah juta"
     if style == "rp":
         return f"Rp {_dots(amount)}"
     if style == "rp_tight":
@@ -462,7 +520,8 @@ _Event = tuple
 
 
 class _Builder:
-    def __init__(self, seed: int, start: datetime, days: int, lead_window_days: int) -> None:
+    def __init__(self, seed: int, start: datetime, days: int, lead_window_days: int,
+                 quiet_hours_after_payment: float = 24.0) -> None:
         self.rng = random.Random(seed)
         self.rand = self.rng.random
         if start.tzinfo is None:
@@ -470,6 +529,7 @@ class _Builder:
         self.start = int(start.timestamp())
         self.end = self.start + int(days * 86400)
         self.window = int(lead_window_days * 86400)
+        self.quiet = timedelta(hours=quiet_hours_after_payment)
         self.phones: set[str] = set()
         self.opened = self.start  # opening time of the cycle being written
         self.messages: list[SimMessage] = []
@@ -600,7 +660,10 @@ class _Builder:
         if c.source == "generic":
             c.room_channel = {
                 "ads": "ads", "website": self.pick(("website", "whatsapp")),
-                "campaign": "whatsapp", "direct": self.pick(("direct", "whatsapp", "instagram")),
+                "campaign": "whatsapp",
+                # a CRM's own labels are channels; whatsapp / instagram name the medium
+                "direct": self.pick(("direct", "whatsapp", "instagram", "tiktok", "referral",
+                                     "event_jakarta")),
             }[entry]
         t = self.first_time()
         if entry == "campaign" and c.source != "whatsapp" and rng.random() < 0.08:
@@ -690,11 +753,9 @@ class _Builder:
                 text, label = self.prefilled(WEB_TEXTS, ctx), _label("o", channel="website")
         elif entry == "campaign":
             if c.source == "whatsapp":
-                button, keyword = self.pick(BUTTONS)
-                template = self.wamid()
-                extra = {"button": button, "context": template}
-                text = button
-                label = _label("o", channel="campaign_blast") if keyword else L_NONE
+                text, st, channel = self.pick(BUTTONS)
+                extra = {"button": text, "context": self.wamid()}
+                label = _label(st, channel=channel)
             else:
                 bt = self.blast(c, ev, t)
                 late = rng.random() < 0.07  # answers after the 7-day window: direct
@@ -766,8 +827,8 @@ class _Builder:
             label = L_NONE if st == "T" else _label(st)
             t = self.add(ev, t + self.chat_gap(), False, "customer", self.noisy(text), label)
             if rng.random() < 0.7:
-                quote = self.fill(self.pick(QUOTES), ctx)
-                t = self.agent(c, ev, t + self.reply_gap(), quote, L_NONE)
+                quote, st = self.pick(QUOTES)
+                t = self.agent(c, ev, t + self.reply_gap(), self.fill(quote, ctx), _label(st))
         r = rng.random()
         if r < 0.36:  # drops out
             if rng.random() < 0.5:
@@ -795,19 +856,27 @@ class _Builder:
         t += self.chat_gap() + int(rng.random() * 6 * 3600)
         if rng.random() < 0.35 and total >= 300_000:  # down payment, settlement later
             dp = max(100_000, (total * self.pick((3, 4, 5)) // 10) // 50_000 * 50_000)
-            t = self.add(ev, t, False, "customer",
-                         self.noisy(self.fill(self.pick(DP_TEXTS), {**ctx, "A": _money(self.rand, dp)})),
-                         _label("t", True, Decimal(dp)))
-            if rng.random() < 0.7:
-                t = self.agent(c, ev, t + self.reply_gap(), self.pick(CONFIRM_DP), L_PAID)
+            rest = total - dp
+            if rng.random() < 0.25:  # no amount: the agent names what came in and the balance
+                t = self.add(ev, t, False, "customer", self.noisy(self.pick(DP_NO_AMOUNT)), L_PAID)
+                text = self.fill(self.pick(CONFIRM_DP_BALANCE),
+                                 {"A": _money(self.rand, dp), "R": _money(self.rand, rest)})
+                t = self.agent(c, ev, t + self.reply_gap(), text, _label("t", True, Decimal(dp)))
+            else:
+                text = self.fill(self.pick(DP_TEXTS), {**ctx, "A": _money(self.rand, dp)})
+                t = self.add(ev, t, False, "customer", self.noisy(text), _label("t", True, Decimal(dp)))
+                if rng.random() < 0.7:
+                    t = self.agent(c, ev, t + self.reply_gap(), self.pick(CONFIRM_DP), L_PAID)
             if rng.random() < 0.8:
-                rest = total - dp
                 t += 86400 + int(rng.random() * 10 * 86400)
                 if rng.random() < 0.4:
                     ctx["R"] = _money(self.rand, rest)
                     t = self.agent(c, ev, t, self.fill(SETTLE_REMINDER, ctx), L_NONE)
                     t += self.later_gap()
-                if rng.random() < 0.85:
+                if rng.random() < 0.15:  # greeted days later: still this purchase
+                    text = self.fill(SETTLE_GREETED, {"A": _money(self.rand, rest)})
+                    label = _label("ot", True, Decimal(rest))
+                elif rng.random() < 0.85:
                     text = self.fill(self.pick(SETTLE_WITH_AMOUNT), {**ctx, "A": _money(self.rand, rest)})
                     label = _label("t", True, Decimal(rest))
                 else:
@@ -819,6 +888,8 @@ class _Builder:
             if rng.random() < 0.75:
                 text = self.fill(self.pick(PAY_WITH_AMOUNT), {**ctx, "A": _money(self.rand, total)})
                 t = self.add(ev, t, False, "customer", self.noisy(text), _label("t", True, Decimal(total)))
+                if rng.random() < 0.1:  # not seen yet on the agent's side: not a payment
+                    t = self.agent(c, ev, t + self.reply_gap(), self.pick(NOT_RECEIVED), L_NONE)
                 if rng.random() < 0.7:
                     t = self.agent(c, ev, t + self.reply_gap(), self.pick(CONFIRM_NO_AMOUNT), L_PAID)
             else:
@@ -833,11 +904,21 @@ class _Builder:
                     t = self.agent(c, ev, t + self.reply_gap(), text, _label("t", True, Decimal(total)))
                 else:
                     t = self.agent(c, ev, t + self.reply_gap(), self.pick(CONFIRM_NO_AMOUNT), L_PAID)
+        if not book and rng.random() < 0.3:  # says "booking" only after paying
+            t = self.add(ev, t + self.chat_gap(), False, "customer",
+                         self.noisy(self.fill(self.pick(BOOK_AFTER_PAY), ctx)), L_BOOK)
         for _ in range(self.pick((0, 1, 1, 2))):
             if rng.random() < 0.5:
                 t = self.add(ev, t + self.chat_gap(), False, "customer", self.noisy(self.pick(AFTER_CUSTOMER)), L_NONE)
             else:
                 t = self.agent(c, ev, t + self.reply_gap(), self.pick(AFTER_AGENT), L_NONE)
+        r = rng.random()
+        if r < 0.15:  # thanks hours later, opened with a greeting
+            t = self.add(ev, t + 3600 + int(rng.random() * 5 * 3600), False, "customer",
+                         self.noisy(self.pick(COURTESY)), L_NONE)
+        elif r < 0.25:  # a question about the order before the quiet hours are over
+            t = self.add(ev, t + 1800 + int(rng.random() * 8 * 3600), False, "customer",
+                         self.noisy(self.pick(POST_PAY_QUESTIONS)), L_OPEN)
         return t, True
 
     def referral(self) -> dict:
@@ -868,7 +949,7 @@ class _Builder:
                 m = NormalizedMessage(
                     source=src, message_id=self.wamid(), sent_at=at, direction=direction,
                     sender_type=sender, text=text, customer_key=c.key, phone=c.phone,
-                    user_id=c.user_id, message_type="text", raw_key="sim")
+                    user_id=c.user_id, message_type="text", medium="whatsapp", raw_key="sim")
                 if extra:
                     if "referral" in extra:
                         m.referral = extra["referral"]
@@ -888,23 +969,26 @@ class _Builder:
                     source=src, message_id=mid, sent_at=at, direction=direction,
                     sender_type=sender, text=text, customer_key=c.key, phone=c.phone,
                     user_id=c.user_id, room_id=c.room_id, message_type="text",
-                    channel_hint=hint, room_channel=c.room_channel,
+                    channel_hint=hint, room_channel=_QONTAK_ROOM_CHANNEL[c.room_channel],
+                    medium=channels.medium(c.room_channel),
                     campaign_id=mid if campaign else None, raw_key="sim")
             else:
                 c.seq += 1
                 inbound = direction == "inbound"
                 campaign = bool(extra and extra.get("campaign"))
+                named = channels.label(c.room_channel)
                 m = NormalizedMessage(
                     source=src, message_id=f"m-{c.seq}", sent_at=at, direction=direction,
                     sender_type=sender, text=text, customer_key=c.key,
                     phone=c.phone if inbound else None, user_id=c.user_id if inbound else None,
                     room_id=c.room_id,
-                    channel_hint="campaign_blast" if campaign else c.room_channel,
+                    channel_hint="campaign_blast" if campaign else named.channel,
+                    medium=named.medium,
                     campaign_id=f"promo-{fromts(ts, UTC):%Y%m%d}" if campaign else None,
                     ad_id=extra.get("ad_id") if extra else None, raw_key="sim")
             out.append(SimMessage(m, label))
         self.messages.extend(out)
-        self.leads.extend(truth_leads(c.key, c.phone, out, self.window))
+        self.leads.extend(truth_leads(c.key, c.phone, out, self.window, self.quiet))
 
     def run(self, customers: int) -> Simulation:
         for _ in range(customers):
@@ -921,11 +1005,13 @@ def _order(sm: SimMessage) -> tuple:
 
 
 def truth_leads(customer_key: str, phone: str | None, messages: list[SimMessage],
-                lead_window_seconds: int) -> list[TruthLead]:
+                lead_window_seconds: int, quiet: timedelta = timedelta(hours=24)
+                ) -> list[TruthLead]:
     """The funnel rows of one customer, from the messages' truth labels (module docstring)."""
     window = timedelta(seconds=lead_window_seconds)
     leads: list[dict] = []
     cur: dict | None = None
+    last_paid: datetime | None = None
     last_campaign: datetime | None = None
     for sm in sorted(messages, key=_order):
         m, lab = sm.message, sm.truth
@@ -935,38 +1021,42 @@ def truth_leads(customer_key: str, phone: str | None, messages: list[SimMessage]
             if cur is None:
                 continue
         elif cur is None or ("opening" in lab.stages and (
-                cur["transaction_at"] is not None or m.sent_at - cur["lead_at"] > window)):
+                m.sent_at - cur["lead_at"] > window or (
+                    last_paid is not None and not lab.payment and (
+                        lab.opening_channel is not None or m.ad_id or m.campaign_id
+                        or (last_campaign is not None and last_campaign > last_paid
+                            and m.sent_at - last_campaign <= CAMPAIGN_REPLY_WINDOW)
+                        or m.sent_at - last_paid >= quiet)))):
             if lab.opening_channel:
                 channel = lab.opening_channel
-            elif m.channel_hint in HINT_CHANNELS:
+            elif m.channel_hint not in NO_CHANNEL:
                 channel = m.channel_hint
             elif last_campaign is not None and m.sent_at - last_campaign <= CAMPAIGN_REPLY_WINDOW:
                 channel = "campaign_blast"
             else:
                 channel = "direct"
             cur = {"channel": channel, "lead_at": m.sent_at, "booking_at": None,
-                   "transaction_at": None, "transaction_value": None, "transaction_total": None}
+                   "transaction_at": None, "transaction_value": None, "transaction_total": None,
+                   "medium": m.medium}
             leads.append(cur)
+            last_paid = None
+        if cur["medium"] is None and m.medium:
+            cur["medium"] = m.medium
         if "booking" in lab.stages and cur["booking_at"] is None:
             cur["booking_at"] = m.sent_at
         if lab.payment:
+            last_paid = m.sent_at
             if cur["transaction_at"] is None:
                 cur["transaction_at"] = m.sent_at
             if lab.amount is not None:
                 if cur["transaction_value"] is None:
                     cur["transaction_value"] = lab.amount
                 cur["transaction_total"] = (cur["transaction_total"] or Decimal(0)) + lab.amount
-    out = []
-    for d in leads:
-        tx = d["transaction_at"]
-        if tx is not None and (d["booking_at"] is None or d["booking_at"] > tx):
-            d["booking_at"] = tx
-        out.append(TruthLead(customer_key, phone, **d))
-    return out
+    return [TruthLead(customer_key, phone, **d) for d in leads]
 
 
 def simulate(customers: int, *, seed: int = 0, start: datetime | None = None, days: int = 30,
-             lead_window_days: int = 30) -> Simulation:
+             lead_window_days: int = 30, quiet_hours_after_payment: float = 24.0) -> Simulation:
     """A deterministic simulation of `customers` customers' chats over `days` days from `start`
     (default 2025-10-01 UTC; pass e.g. `now - timedelta(days=days)` for fresh traffic: providers'
     timestamps may not lie more than a day in the future). Returns every message once, in true
@@ -975,4 +1065,5 @@ def simulate(customers: int, *, seed: int = 0, start: datetime | None = None, da
     Returns after more than `lead_window_days` (a new cycle) happen only when `days` leaves room
     for them (e.g. `days=75` with the default window)."""
     with _no_gc():
-        return _Builder(seed, start or DEFAULT_START, days, lead_window_days).run(customers)
+        return _Builder(seed, start or DEFAULT_START, days, lead_window_days,
+                        quiet_hours_after_payment).run(customers)

@@ -107,6 +107,7 @@ def _generic_phone(rng: random.Random, phone: str) -> str:
 
 _GENERIC_LABELS = {"campaign_blast": ("campaign_blast", "broadcast", "campaign"),
                    "ads": ("ads", "ads", "iklan", "ctwa"), "website": ("website", "web", "widget")}
+_MEDIUM_LABELS = {"whatsapp": ("whatsapp", "wa", "WhatsApp"), "instagram": ("instagram", "ig", "IG")}
 _QONTAK_ROOM = {"wa": "wa", "website": "web", "ig": "ig"}
 
 
@@ -250,6 +251,9 @@ def _generic_item(rng: random.Random, m: NormalizedMessage) -> dict:
     d: dict = {"room_id": m.room_id}
     if m.channel_hint:
         d["channel"] = rng.choice(_GENERIC_LABELS.get(m.channel_hint, (m.channel_hint,)))
+    elif m.medium:  # a medium as the CRM's label, or in its own field
+        d["channel" if rng.random() < 0.7 else "medium"] = rng.choice(
+            _MEDIUM_LABELS.get(m.medium, (m.medium,)))
     d["sender"] = sender
     d["message"] = {"id": m.message_id, "text": m.text}
     d["timestamp"] = ts

@@ -12,8 +12,9 @@ For a range of business days [start, end], in one pass:
 2. **Re-classify.** Each day's stored messages are classified again with the given keywords and
    their customers' funnel recomputed, one transaction per day, so a long range shows progress
    (and a failure part-way keeps the days done; running it again is safe).
-Both steps take the funnel writers' lock exclusively (`store.lock_writers`): drains wait for the
-transaction at hand instead of racing it.
+Drains run meanwhile: both steps recompute a customer under that customer's lock
+(`store.lock_customers`), so a drain touching the same customer waits for the transaction at
+hand (or it for the drain) instead of racing it, and drains of other customers do not wait.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import psycopg
 
 from funnel_ingest.engine.classify import Classifier
+from funnel_ingest.engine.cycles import DEFAULT_RULES, CycleRules
 from funnel_ingest.ingest.archive import archived_messages
 from funnel_ingest.messages import NormalizedMessage
 from funnel_ingest.store.funnel import (
@@ -65,7 +67,7 @@ class BackfillResult:
 
 
 def backfill(conn: psycopg.Connection, s3: Any, bucket: str, classifier: Classifier,
-             start: date, end: date, *, lead_window_days: int = 30, chunk_size: int = CHUNK,
+             start: date, end: date, *, rules: CycleRules = DEFAULT_RULES, chunk_size: int = CHUNK,
              log: Callable[[str], None] = lambda _msg: None) -> BackfillResult:
     """Restore and re-classify the business days [start, end] (see the module docstring).
     `conn` must not be in a transaction; each step commits its own."""
@@ -78,9 +80,9 @@ def backfill(conn: psycopg.Connection, s3: Any, bucket: str, classifier: Classif
 
     def store_pending() -> None:
         with conn.transaction():
-            lock_writers(conn, exclusive=True)
+            lock_writers(conn, exclusive=False)
             missing = not_stored(conn, pending)  # only those are classified here
-            batch = process_messages(conn, missing, classifier, lead_window_days=lead_window_days)
+            batch = process_messages(conn, missing, classifier, rules=rules)
         for day, n in batch.inserted_by_day.items():
             restored[day] = restored.get(day, 0) + n
         result.restored += batch.inserted
@@ -101,8 +103,8 @@ def backfill(conn: psycopg.Connection, s3: Any, bucket: str, classifier: Classif
     for n, day in enumerate(days, start=1):
         t1 = time.perf_counter()
         with conn.transaction():
-            lock_writers(conn, exclusive=True)
-            redone = reclassify(conn, classifier, day, day, lead_window_days=lead_window_days)
+            lock_writers(conn, exclusive=False)
+            redone = reclassify(conn, classifier, day, day, rules=rules)
             counts = day_counts(conn, [day]).get(day, {})
         out = DayResult(day, counts, restored=restored.get(day, 0), customers=redone.customers,
                         seconds=time.perf_counter() - t1)

@@ -18,6 +18,7 @@ import psycopg
 import redis
 
 from funnel_ingest.engine.classify import Classifier
+from funnel_ingest.engine.cycles import DEFAULT_RULES, CycleRules
 from funnel_ingest.ingest.stream import next_id, stream_id_key
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent, text
 from funnel_ingest.store.funnel import (
@@ -66,7 +67,7 @@ def _save_offset(conn: psycopg.Connection, stream: str, last_id: str) -> None:
 
 def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: str,
                 classifier: Classifier | None, after_id: str, until_id: str = "+",
-                batch_size: int = 10_000, lead_window_days: int = 30, trim: bool = True,
+                batch_size: int = 10_000, rules: CycleRules = DEFAULT_RULES, trim: bool = True,
                 on_batch: Callable[[BatchResult], None] | None = None) -> DrainReport:
     """Process the entries of `stream` up to `until_id`, in batches, from the stored offset.
 
@@ -90,7 +91,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
         last_id = text(entries[-1][0])
         with conn.transaction():
             if kind == "messages":
-                lock_writers(conn, exclusive=False)  # a backfill day waits, or is waited for
+                lock_writers(conn, exclusive=False)  # a full rebuild waits, or is waited for
                 messages, bad = [], []
                 for entry_id, fields in entries:
                     try:
@@ -102,7 +103,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
                             text(fields.get(b"raw_key", b"")))))
                 assert classifier is not None
                 res = process_messages(conn, messages, classifier,
-                                       lead_window_days=lead_window_days)
+                                       rules=rules)
                 store_dead_letters(conn, bad)
                 report.inserted += res.inserted
                 report.duplicates += res.duplicates

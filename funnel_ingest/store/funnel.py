@@ -26,8 +26,15 @@ from zoneinfo import ZoneInfo
 import orjson
 import psycopg
 
+from funnel_ingest.engine import channels
 from funnel_ingest.engine.classify import Classifier
-from funnel_ingest.engine.cycles import CustomerFunnel, CycleMessage, customer_funnel
+from funnel_ingest.engine.cycles import (
+    DEFAULT_RULES,
+    CustomerFunnel,
+    CycleMessage,
+    CycleRules,
+    customer_funnel,
+)
 from funnel_ingest.engine.model import STAGES
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent
 
@@ -36,7 +43,8 @@ log = logging.getLogger(__name__)
 MESSAGE_COLUMNS = (
     "source", "message_id", "room_key", "room_id", "customer_key", "phone", "user_id",
     "direction", "sender_type", "sent_at", "message_date", "received_at", "text", "message_type",
-    "channel_hint", "room_channel", "campaign_id", "ad_id", "referral", "context_id", "raw_key",
+    "channel_hint", "room_channel", "medium", "campaign_id", "ad_id", "referral", "context_id",
+    "raw_key",
     "raw_line", "stages", "keywords", "opening_keyword", "opening_channel", "payment", "amount",
     "requested_date", "keyword_version",
 )
@@ -44,14 +52,14 @@ FUNNEL_COLUMNS = (
     "lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
     "transaction_value", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
-    "opening_keyword", "opening_source", "opening_message_id",
+    "opening_keyword", "opening_source", "opening_message_id", "medium",
 )
 TX_COLUMNS = ("message_pk", "lead_id", "customer_key", "paid_at", "paid_date", "amount",
               "direction")
 _CYCLE_SELECT = """
     SELECT m.customer_key, m.id, m.source, m.message_id, m.room_key, m.sent_at, m.direction,
            m.stages, m.payment, m.amount, m.phone, m.channel_hint, m.opening_channel,
-           m.opening_keyword, m.campaign_id, m.ad_id, m.requested_date
+           m.opening_keyword, m.campaign_id, m.ad_id, m.requested_date, m.medium
       FROM classified_messages m
 """
 
@@ -68,13 +76,17 @@ class BatchResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-# Writers of the funnel take this advisory lock for their transaction. A drain chunk takes it
-# shared: drains of different shards touch different customers and run side by side. A writer
-# that may touch any customer (a backfill day, a restore from the archive, a full rebuild)
-# takes it exclusive. Without it, a backfill re-classifying a customer's history and a drain
-# adding that customer's new message could each recompute the customer from a snapshot
-# without the other's change, and the one committing last would leave a funnel that differs
-# from a full rebuild.
+# Two locks keep concurrent writers from losing each other's updates:
+# - per customer (`lock_customers`): every writer locks the rows of `customer_locks` of the
+#   customers it recomputes, in key order, after its own writes to their messages and before
+#   reading them back. Two writers of one customer (two drains of a shard, a drain and a
+#   backfill day, a replay) so recompute it one after the other, the second from everything
+#   the first committed; writers of other customers never wait. Lock order is the key order
+#   and a writer holding customer locks only writes that customer's funnel rows, so no two
+#   writers can wait for each other. Before that, writers insert messages in key order and
+#   lock the stored messages they update in id order, for the same reason.
+# - WRITER_LOCK_ID, an advisory lock every writer takes shared, and a full rebuild, which
+#   recomputes every customer at once, exclusive.
 WRITER_LOCK_ID = 0x66756E6E656C01  # "funnel" + 1
 
 
@@ -82,6 +94,15 @@ def lock_writers(conn: psycopg.Connection, *, exclusive: bool) -> None:
     """Take the funnel writers' lock for the current transaction (see WRITER_LOCK_ID)."""
     fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     conn.execute(f"SELECT {fn}(%s)", (WRITER_LOCK_ID,))
+
+
+def lock_customers(conn: psycopg.Connection, table: str = "touched") -> None:
+    """Lock the customers of `table` (a temp table of customer keys) for the current
+    transaction, in key order (see WRITER_LOCK_ID)."""
+    conn.execute(f"INSERT INTO customer_locks (customer_key) SELECT customer_key FROM {table} "
+                 "ORDER BY customer_key ON CONFLICT DO NOTHING")
+    conn.execute(f"SELECT 1 FROM customer_locks WHERE customer_key IN "
+                 f"(SELECT customer_key FROM {table}) ORDER BY customer_key FOR UPDATE")
 
 
 def _empty_temp_table(conn: psycopg.Connection, name: str, definition: str) -> None:
@@ -136,11 +157,13 @@ def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
                   tz: ZoneInfo) -> Iterator[tuple]:
     for m in messages:
         c = classifier.classify_message(m)
+        labels = channels.settled(m.source, m.channel_hint, m.medium, m.room_channel)
         yield _row((
             m.source, m.message_id, m.room_key, m.room_id, m.customer_key, m.phone, m.user_id,
             m.direction, m.sender_type, m.sent_at, m.sent_at.astimezone(tz).date(),
-            m.received_at, m.text, m.message_type, m.channel_hint,
-            m.room_channel, m.campaign_id, m.ad_id, _json(m.referral), m.context_id,
+            m.received_at, m.text, m.message_type, labels.channel,
+            m.room_channel, labels.medium, m.campaign_id, m.ad_id, _json(m.referral),
+            m.context_id,
             m.raw_key, m.raw_line, list(c.stages), list(c.keywords), c.opening_keyword,
             c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version,
         ))
@@ -188,7 +211,7 @@ def not_stored(conn: psycopg.Connection, messages: Sequence[NormalizedMessage]
 
 
 def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],
-                     classifier: Classifier, *, lead_window_days: int = 30) -> BatchResult:
+                     classifier: Classifier, *, rules: CycleRules = DEFAULT_RULES) -> BatchResult:
     """Store and classify a batch, then bring the funnel of the customers it touched up to date."""
     result = BatchResult(received=len(messages))
     if not messages:
@@ -204,6 +227,7 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
     result.inserted_by_day = dict(conn.execute(
         f"""WITH ins AS (
                 INSERT INTO classified_messages ({cols}) SELECT {cols} FROM stage_messages
+                 ORDER BY source, message_id, room_key
                 ON CONFLICT (source, message_id, room_key) DO NOTHING
                 RETURNING customer_key, message_date),
             t AS (INSERT INTO touched SELECT DISTINCT customer_key FROM ins
@@ -214,7 +238,7 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
     _resolve_rooms(conn)
     _refresh_statistics(conn, result.inserted)
     t2 = time.perf_counter()
-    result.customers, result.leads = _recompute_touched(conn, tz, lead_window_days)
+    result.customers, result.leads = _recompute_touched(conn, tz, rules)
     t3 = time.perf_counter()
     result.seconds = {"classify+copy": t1 - t0, "insert": t2 - t1, "funnel": t3 - t2}
     return result
@@ -243,10 +267,13 @@ def _resolve_rooms(conn: psycopg.Connection) -> None:
             ORDER BY source, room_id, sent_at, message_id
            ON CONFLICT DO NOTHING""")
     conn.execute(
-        """WITH fixed AS (
-               UPDATE classified_messages m SET customer_key = r.customer_key
-                 FROM rooms r
-                WHERE m.customer_key IS NULL AND m.source = r.source AND m.room_id = r.room_id
+        """WITH waiting AS (
+               SELECT m.id, r.customer_key FROM classified_messages m
+                 JOIN rooms r ON m.source = r.source AND m.room_id = r.room_id
+                WHERE m.customer_key IS NULL ORDER BY m.id FOR UPDATE OF m),
+           fixed AS (
+               UPDATE classified_messages m SET customer_key = w.customer_key
+                 FROM waiting w WHERE m.id = w.id
             RETURNING m.customer_key)
            INSERT INTO touched SELECT DISTINCT customer_key FROM fixed ON CONFLICT DO NOTHING""")
 
@@ -266,7 +293,7 @@ def _cycle_rows(conn: psycopg.Connection, where: str,
                 key, batch = row[0], []
             batch.append(CycleMessage(row[1], row[2], row[3], row[4], row[5], row[6],
                                       tuple(row[7]), row[8], row[9], row[10], row[11], row[12],
-                                      row[13], row[14], row[15], row[16]))
+                                      row[13], row[14], row[15], row[16], row[17]))
         if key is not None:
             yield key, batch
 
@@ -286,7 +313,7 @@ def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
                 ld.transaction_value, ld.customer_key, ld.cycle, ld.lead_at, ld.booking_at,
                 ld.transaction_at, ld.transaction_total, ld.transactions, ld.requested_date,
                 ld.campaign_id, ld.ad_id, ld.opening_keyword, ld.opening_source,
-                ld.opening_message_id))
+                ld.opening_message_id, ld.medium))
         for p in f.payments:
             payments.append((p.message_pk, p.lead_id, p.customer_key, p.paid_at,
                              p.paid_at.astimezone(tz).date(), p.amount, p.direction))
@@ -294,8 +321,9 @@ def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
 
 
 def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo,
-                       lead_window_days: int) -> tuple[int, int]:
-    funnels = ((key, customer_funnel(key, msgs, lead_window_days))
+                       rules: CycleRules) -> tuple[int, int]:
+    lock_customers(conn)
+    funnels = ((key, customer_funnel(key, msgs, rules))
                for key, msgs in _cycle_rows(
                    conn, "JOIN touched t ON t.customer_key = m.customer_key"))
     leads, payments, customers = _funnel_rows(funnels, tz)
@@ -328,9 +356,9 @@ def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[t
     conn.execute(f"INSERT INTO transactions ({tx_cols}) SELECT {tx_cols} FROM stage_tx")
 
 
-def rebuild(conn: psycopg.Connection, tz: ZoneInfo, lead_window_days: int = 30) -> int:
+def rebuild(conn: psycopg.Connection, tz: ZoneInfo, rules: CycleRules = DEFAULT_RULES) -> int:
     """Recompute the whole funnel from all classified messages; returns the number of leads."""
-    funnels = ((key, customer_funnel(key, msgs, lead_window_days))
+    funnels = ((key, customer_funnel(key, msgs, rules))
                for key, msgs in _cycle_rows(conn, "WHERE m.customer_key IS NOT NULL"))
     leads, payments, _ = _funnel_rows(funnels, tz)
     _merge_funnel(conn, leads, payments, scope="all")
@@ -338,9 +366,10 @@ def rebuild(conn: psycopg.Connection, tz: ZoneInfo, lead_window_days: int = 30) 
 
 
 def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, end: date,
-               *, lead_window_days: int = 30) -> BatchResult:
+               *, rules: CycleRules = DEFAULT_RULES, recompute: bool = True) -> BatchResult:
     """Re-classify the stored messages of [start, end] (business dates) with `classifier`'s
-    keywords and bring the funnel of their customers up to date."""
+    keywords and rules and bring the funnel of their customers up to date (unless
+    `recompute` is False: a caller that rebuilds the whole funnel afterwards)."""
     rows = conn.execute(
         "SELECT id, text, direction, sent_at FROM classified_messages "
         "WHERE message_date BETWEEN %s AND %s", (start, end)).fetchall()
@@ -356,6 +385,9 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
 
     _copy(conn, "stage_class", class_columns, gen())
     _empty_touched(conn)
+    # rows locked in id order, as every writer that updates stored messages locks them
+    conn.execute("SELECT 1 FROM classified_messages WHERE id IN (SELECT id FROM stage_class) "
+                 "ORDER BY id FOR UPDATE")
     conn.execute(
         """WITH upd AS (
                UPDATE classified_messages m SET stages = s.stages, keywords = s.keywords,
@@ -367,7 +399,8 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
            INSERT INTO touched SELECT DISTINCT customer_key FROM upd
             WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING""")
     result = BatchResult(received=len(rows))
-    result.customers, result.leads = _recompute_touched(conn, classifier.tz, lead_window_days)
+    if recompute:
+        result.customers, result.leads = _recompute_touched(conn, classifier.tz, rules)
     return result
 
 

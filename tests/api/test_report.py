@@ -153,7 +153,7 @@ def test_daily_summary_per_lead_date_and_channel(api, funnel_db, key):
                    ("2025-10-02", "ads", 2, 2, 2, 500_000, 20.0)]
     assert body["days"][2]["conversion"]["lead_to_transaction"] == 1.0
     assert body["filters"] == {"start": "2025-10-01", "end": "2025-10-02", "channels": [],
-                               "campaign": None, "timezone": "Asia/Jakarta"}
+                               "campaign": None, "mediums": [], "timezone": "Asia/Jakarta"}
     only_web = get(api, key, "/funnel-report/daily", channel="website").json()
     assert [d["channel"] for d in only_web["days"]] == ["website"]
 
@@ -184,6 +184,41 @@ def test_filters_select_lead_dates_inclusively_channels_and_campaign(api, funnel
     assert [r["lead_id"] for r in open_end] == ["last-day", "blast", "after"]
     open_start = get(api, key, end="2025-09-30").json()["rows"]
     assert [r["lead_id"] for r in open_start] == ["before"]
+
+
+def test_medium_is_a_filter_and_the_column_after_the_six_user_columns(api, funnel_db, key):
+    insert(funnel_db, [lead("ads", lead_id="wa"), lead("ads", minute=1, lead_id="ig",
+                                                         medium="instagram"),
+                       lead("tiktok", minute=2, lead_id="none", medium=None)])
+
+    def ids(**params: Any) -> list[str]:
+        return [r["lead_id"] for r in get(api, key, **params).json()["rows"]]
+
+    assert ids(medium="instagram") == ["ig"]
+    assert ids(medium=["whatsapp", "Instagram"]) == ["wa", "ig"]
+    assert ids(medium="whatsapp", channel="tiktok") == []
+    assert REPORT_COLUMNS[6] == "medium"
+    text = get(api, key, format="csv", medium="instagram").text
+    header, row = list(csv.reader(io.StringIO(text)))
+    assert header[:7] == ["leads_date", "channel", "phone", "booking_date", "transaction_date",
+                          "transaction_value", "medium"]
+    assert row[6] == "instagram"
+    assert get(api, key, medium=" ").status_code == 422
+
+
+def test_a_paid_lead_counts_as_booked_while_its_booking_date_stays_empty(api, funnel_db, key):
+    insert(funnel_db, [lead("ads", book=60, pay=600, value=100_000, lead_id="booked"),
+                       lead("ads", minute=1, pay=300, value=200_000, lead_id="paid-only"),
+                       lead("ads", minute=2, lead_id="asked")])
+    body = get(api, key).json()
+    rows = {r["lead_id"]: r for r in body["rows"]}
+    assert rows["paid-only"]["booking_date"] is None and rows["paid-only"]["booking_at"] is None
+    [ads] = body["summary"]["by_channel"]
+    assert (ads["leads"], ads["bookings"], ads["transactions"]) == (3, 2, 2)
+    assert ads["conversion"]["booking_to_transaction"] == 1.0
+    # time to book over the observed booking only; time to pay over both payments
+    assert ads["lead_to_booking_seconds"] == {"median": 60.0, "p90": 60.0}
+    assert ads["lead_to_transaction_seconds"]["median"] == 450.0
 
 
 def test_rows_have_the_report_columns_in_order_with_iso_dates_and_integer_values(
@@ -301,7 +336,7 @@ def test_csv_has_the_report_columns_and_the_same_rows_as_json(api, funnel_db, ke
     assert table[0][:6] == ["leads_date", "channel", "phone", "booking_date",
                             "transaction_date", "transaction_value"]
     json_rows = get(api, key, channel="ads").json()["rows"]
-    assert [r[6] for r in table[1:]] == [r["lead_id"] for r in json_rows]
+    assert [r[REPORT_COLUMNS.index("lead_id")] for r in table[1:]] == [r["lead_id"] for r in json_rows]
     first = dict(zip(table[0], table[1]))
     assert first["leads_date"] == "2025-10-01" and first["transaction_value"] == "1000000"
     assert first["transaction_total"] == "1500000"

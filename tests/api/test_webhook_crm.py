@@ -48,6 +48,36 @@ def test_generic_customer_message_keeps_room_and_channel(api, r):
     assert m.sent_at.isoformat() == "2025-10-01T02:15:00+00:00"
 
 
+@pytest.mark.parametrize(("fields", "channel", "medium"), [
+    ({"channel": "TikTok"}, "tiktok", None),
+    ({"channel": "Event Jakarta"}, "event_jakarta", None),
+    ({"source": "referral"}, "referral", None),
+    ({"channel": "Instagram"}, None, "instagram"),
+    ({"channel": "wa"}, None, "whatsapp"),
+    ({"channel": "livechat"}, "website", "webchat"),
+    ({"channel": "iklan", "medium": "IG"}, "ads", "instagram"),
+])
+def test_generic_labels_keep_the_crms_channel_and_tell_the_medium_apart(api, r, fields,
+                                                                         channel, medium):
+    body = orjson.loads(payload("generic_customer.json"))
+    body.pop("channel", None)
+    assert api.crm("/webhook", orjson.dumps({**body, **fields})).status_code == 200
+    [m] = messages(r)
+    assert (m.channel_hint, m.medium) == (channel, medium)
+
+
+@pytest.mark.parametrize(("room_channel", "medium", "hint"), [
+    ("wa", "whatsapp", None), ("ig", "instagram", None), ("web", "webchat", "website"),
+    ("telegram", "telegram", None),
+])
+def test_a_qontak_rooms_channel_is_its_medium(api, r, room_channel, medium, hint):
+    body = orjson.loads(payload("qontak_customer.json"))
+    body["room"]["channel"] = room_channel
+    assert api.crm("/webhooks/qontak", orjson.dumps(body)).status_code == 200
+    [m] = messages(r)
+    assert (m.medium, m.channel_hint) == (medium, hint)
+
+
 def test_generic_agent_message_links_to_the_room_customer_not_the_agents_phone(api, r):
     api.crm("/webhook", payload("generic_customer.json"))
     api.crm("/webhook", payload("generic_agent.json"))

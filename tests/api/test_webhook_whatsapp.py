@@ -65,6 +65,7 @@ def test_click_to_whatsapp_referral_marks_an_ad_lead_and_is_kept(api, r):
     assert api.whatsapp(payload("whatsapp_referral.json")).status_code == 200
     [m] = stream_messages(r)
     assert m.channel_hint == "ads"
+    assert m.medium == "whatsapp"
     assert m.ad_id == "120226305854810726"
     assert m.referral["ctwa_clid"].startswith("ARAkLkA8")
     assert m.referral["headline"] == "Chat with us"

@@ -62,7 +62,7 @@ def test_export_filters_by_date_range_channel_and_campaign(api, funnel_db, key, 
     assert code == 0
     table = rows_of(out.read_text())
     assert tuple(table[0]) == REPORT_COLUMNS
-    assert [r[6] for r in table[1:]] == ["keep"]
+    assert [r[REPORT_COLUMNS.index("lead_id")] for r in table[1:]] == ["keep"]
     assert out.read_bytes() == api_csv(api, key, start="2025-10-01", end="2025-10-02",
                                        channel="ads", campaign="c")
 
@@ -96,7 +96,7 @@ def test_export_parquet_has_typed_columns_and_the_same_rows(funnel_db, tmp_path)
     expected = rows_of(csv_out.read_text())[1:]
     assert len(rows) == len(expected) == 9
     for got, want in zip(rows, expected):
-        assert got["lead_id"] == want[6]
+        assert got["lead_id"] == want[REPORT_COLUMNS.index("lead_id")]
         assert (str(got["transaction_value"]) if got["transaction_value"] is not None
                 else "") == want[5]
         assert got["leads_date"].isoformat() == want[0]
@@ -172,7 +172,7 @@ def stream_sources(r) -> list[str]:
 
 
 def test_send_mock_posts_signed_simulator_traffic_and_summarises(api, r, capsys):
-    assert main(["send-mock", "--url", api.base_url, "--count", "60", "--seed", "11",
+    assert main(["send-mock", "--url", api.base_url, "--count", "60", "--seed", "12",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "sent:      60 webhooks" in out
@@ -182,7 +182,7 @@ def test_send_mock_posts_signed_simulator_traffic_and_summarises(api, r, capsys)
     assert appended >= 60 and f"messages:  {appended:,} appended, 0 redeliveries" in out
     assert set(stream_sources(r)) == {"whatsapp", "qontak", "generic"}
     # the same seed sends the same message ids: the API recognises the redeliveries
-    assert main(["send-mock", "--url", api.base_url, "--count", "60", "--seed", "11",
+    assert main(["send-mock", "--url", api.base_url, "--count", "60", "--seed", "12",
                  "--no-progress"]) == 0
     assert "messages:  0 appended" in capsys.readouterr().out
     assert r.xlen("funnel:messages") + r.xlen("funnel:statuses") == appended

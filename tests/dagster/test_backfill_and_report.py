@@ -12,11 +12,10 @@ import psycopg
 from funnel_dagster.defs import assets, checks
 from funnel_dagster.defs.jobs import drain_job
 from funnel_dagster.defs.sensors import message_stream_sensor
-from funnel_ingest.ingest import auth
 from funnel_ingest.report.query import REPORT_COLUMNS
 from funnel_ingest.simulate.conversations import simulate
-from funnel_ingest.simulate.webhooks import ROUTES, to_webhooks
-from tests.support import ApiServer, empty_engine_tables, funnel_rows
+from funnel_ingest.simulate.webhooks import to_webhooks
+from tests.support import ApiServer, empty_engine_tables, funnel_rows, post_samples
 
 
 def _yesterday(settings):
@@ -28,15 +27,7 @@ def _ingest_and_drain(settings, resources, day):
     sim = simulate(40, seed=8, start=start, days=1)
     deliveries = sim.deliveries(seed=8)
     with ApiServer(settings) as api:
-        for sample in to_webhooks(deliveries):
-            headers = {"Content-Type": "application/json"}
-            if sample.source == "whatsapp":
-                headers["X-Hub-Signature-256"] = auth.sign(
-                    sample.body, settings.whatsapp_app_secret.get_secret_value())
-            else:
-                headers["X-Webhook-Token"] = settings.webhook_token.get_secret_value()
-            res = api.client.post(ROUTES[sample.source], content=sample.body, headers=headers)
-            assert res.status_code == 200, res.text
+        post_samples(api, settings, to_webhooks(deliveries))
     ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
                                   resources={"redis": resources["redis"]})
     for request in message_stream_sensor(ctx).run_requests:

@@ -202,7 +202,7 @@ def test_a_worker_on_another_machine_is_never_failed_by_the_check(launcher):
 # --------------------------------------------------------------------------- writers' lock
 
 
-def test_a_drain_chunk_waits_for_a_backfill_holding_the_writers_lock(
+def test_a_drain_chunk_waits_for_a_full_rebuild_holding_the_writers_lock(
         resources, clean, r, settings):
     push(r, [s.message for s in SIM.messages[:20]])
     result, _ = evaluate(resources)

@@ -74,7 +74,7 @@ def metadata(entries: list[dict]) -> dict:
 def rebuilt(dep: Deployment) -> set[tuple]:
     """The funnel a full rebuild from the stored messages gives (rolled back afterwards)."""
     with dep.connect() as conn:
-        store.rebuild(conn, dep.settings.tz, dep.settings.lead_window_days)
+        store.rebuild(conn, dep.settings.tz, dep.settings.cycle_rules)
         rows = funnel_rows(conn)
         conn.rollback()
     return rows
@@ -301,7 +301,7 @@ def test_replay_job_restores_what_a_wiped_stream_lost(deployment: Deployment):
             "DELETE FROM classified_messages WHERE customer_key IN (SELECT DISTINCT "
             "customer_key FROM classified_messages ORDER BY customer_key LIMIT 20) "
             "RETURNING id").fetchall()
-        store.rebuild(conn, dep.settings.tz, dep.settings.lead_window_days)
+        store.rebuild(conn, dep.settings.tz, dep.settings.cycle_rules)
         conn.commit()
     r = dep.redis()
     try:

@@ -53,6 +53,13 @@ CASES = [
     ("Order #20231212 sudah dibayar ya", "inbound", {"transaction", "booking"}, None),
     ("Gimana caranya booking kak?", "inbound", {"booking"}, None),
     ("Hai kak, saya tertarik dengan promo ini", "inbound", {"opening"}, None),
+    # an agent confirms receipt with a word of receipt, not with a keyword: thanks is no receipt,
+    # the balance due is no settlement
+    ("Terima kasih kak, pembayarannya bisa lewat QRIS ya", "outbound", set(), None),
+    ("Sisa pelunasan Rp 1.500.000 paling lambat H-3 ya kak", "outbound", set(), None),
+    ("Terima kasih kak, pembayaran diterima ya", "outbound", {"transaction"}, None),
+    ("Lunas ya kak, terima kasih", "outbound", {"transaction"}, None),
+    ("pembyaran 1jt sudah saya kirim ya", "inbound", {"transaction"}, 1000000),
 ]
 
 KNOWN_LIMITS = [
@@ -114,3 +121,84 @@ def test_only_the_first_characters_of_a_huge_text_are_read(classifier):
     assert "booking" in classifier.classify(head + padding, "inbound", sent).stages
     tail_only = classifier.classify(padding + " sudah transfer 5 juta", "inbound", sent)
     assert "transaction" not in tail_only.stages  # beyond the cap: not read
+
+
+COURTESY = [
+    # (text, an opening?) thanks and goodbyes that ask nothing are no opening, greeting or not
+    ("halo kak, thanks yaa", False),
+    ("Halo kak makasih banyak ya 🙏", False),
+    ("Selamat malam kak, terima kasih sudah dibantu", False),
+    ("hai min, tq, sampai jumpa", False),
+    ("Permisi kak, matur nuwun", False),
+    # a question or an inquiry word keeps the greeting an opening
+    ("halo kak makasih, mau tanya paket lain dong", True),
+    ("Halo kak, terima kasih. Masih ada slot minggu depan?", True),
+    ("hai kak makasih infonya, harga paket ke Lombok berapa", True),
+    ("Halo kak", True),
+]
+
+
+@pytest.mark.parametrize("text, opening", COURTESY, ids=[c[0][:40] for c in COURTESY])
+def test_a_customers_thanks_is_not_an_opening(classifier, text, opening):
+    got = classifier.classify(text, "inbound", T)
+    assert ("opening" in got.stages) is opening
+    assert (got.opening_keyword is not None) is opening
+
+
+def test_an_agents_greeting_with_thanks_stays_an_opening(classifier):
+    got = classifier.classify("Selamat siang kak, terima kasih sudah menghubungi kami", "outbound", T)
+    assert "opening" in got.stages
+
+
+PAYMENT_RULES = [
+    # (text, direction, a payment?, amount) one rule per group, negative cases one by one
+    # a completed statement that ends with a question is still a payment
+    ("barusan sudah bayar 320rb, mohon dicek ya?", "inbound", True, 320_000),
+    ("udah tf ya kak, bisa dicek?", "inbound", True, None),
+    # ... but "sudah ... belum?" asks whether it is done, and no marker + question is a question
+    ("transfernya sudah masuk belum kak?", "inbound", False, None),
+    ("bisa transfer 500rb dulu?", "inbound", False, None),
+    # an intent between the marker and the payment word, or a failure after it, is a plan
+    ("sudah mau bayar tapi aplikasinya gangguan, besok aja", "inbound", False, None),
+    ("udah coba transfer tapi gagal terus kak", "inbound", False, None),
+    ("sudah tf kak tapi statusnya masih pending", "inbound", False, None),
+    ("sudah bayar lewat m-banking tapi error", "inbound", False, None),
+    ("sudah transfer tapi ditolak bank", "inbound", False, None),
+    ("udah transfer tp ga bisa kak", "inbound", False, None),
+    # an intent after the payment is about something else
+    ("sudah transfer 1jt, nanti sisanya besok ya kak", "inbound", True, 1_000_000),
+    # an agent's negated confirmation is no receipt
+    ("Mohon maaf kak, pembayarannya belum masuk di sistem kami", "outbound", False, None),
+    ("Transfer kakak belum kami terima ya", "outbound", False, None),
+    ("Pembayaran belum terverifikasi kak", "outbound", False, None),
+    ("Pembayarannya tidak berhasil kak, silakan coba lagi", "outbound", False, None),
+    ("Pembayaran sudah kami terima, terima kasih kak", "outbound", True, None),
+    # received amount and remaining balance: the received amount
+    ("DP 500rb sudah kami terima, sisa 1,5jt ya kak", "outbound", True, 500_000),
+    ("Transfer 1.000.000 sudah masuk, kekurangan 250.000 ya kak", "outbound", True, 1_000_000),
+    ("Pembayaran DP sudah kami terima, sisa pelunasan 1,5jt", "outbound", True, None),
+    ("sudah tf dp ya kak, tinggal 750rb lagi kan?", "inbound", True, None),
+    ("sudah bayar dp 300rb, pelunasan nanti 1,2jt", "inbound", True, 300_000),
+    # amounts in words
+    ("sudah transfer satu juta ya kak", "inbound", True, 1_000_000),
+    ("udah tf lima ratus ribu kak", "inbound", True, 500_000),
+    ("sudah bayar dua setengah juta ya", "inbound", True, 2_500_000),
+    ("dp sejuta sudah saya transfer", "inbound", True, 1_000_000),
+    ("sudah transfer seratus lima puluh ribu", "inbound", True, 150_000),
+    ("udah tf 1 jt an kak", "inbound", True, 1_000_000),
+    ("sudah bayar buat dua orang ya kak", "inbound", True, None),
+    # abbreviations take affixes; typos of long keywords match
+    ("sudah ditf ya kak", "inbound", True, None),
+    ("udah ditrf 200rb kak", "inbound", True, 200_000),
+    ("tfnya udah kak", "inbound", True, None),
+    ("sudah trasnfer 450rb kak", "inbound", True, 450_000),
+    ("pembyaran sudah ya kak, cek aja", "inbound", True, None),
+]
+
+
+@pytest.mark.parametrize("text, direction, paid, amount", PAYMENT_RULES,
+                         ids=[c[0][:40] for c in PAYMENT_RULES])
+def test_payment_statement_rules(classifier, text, direction, paid, amount):
+    got = classifier.classify(text, direction, T)
+    assert got.payment is paid, (text, got)
+    assert got.amount == amount, (text, got)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from funnel_ingest.engine.cycles import CycleMessage, customer_funnel
+from funnel_ingest.engine.cycles import CycleMessage, CycleRules, customer_funnel
 
 T0 = datetime(2025, 10, 1, 2, 0, tzinfo=timezone.utc)
 JKT = ZoneInfo("Asia/Jakarta")
@@ -16,7 +16,8 @@ _n = iter(range(1, 10**6))
 
 def msg(minutes: float, direction: str = "inbound", *stages: str, payment: bool = False,
         amount: int | None = None, hint: str | None = None, opening_channel: str | None = None,
-        campaign_id: str | None = None, phone: str | None = "+6281234567890") -> CycleMessage:
+        campaign_id: str | None = None, phone: str | None = "+6281234567890",
+        ad_id: str | None = None, medium: str | None = None) -> CycleMessage:
     pk = next(_n)
     return CycleMessage(
         pk=pk, source="whatsapp", message_id=f"m{pk:06d}", room_key="",
@@ -24,7 +25,7 @@ def msg(minutes: float, direction: str = "inbound", *stages: str, payment: bool 
         stages=tuple(stages) + (("transaction",) if payment else ()), payment=payment,
         amount=Decimal(amount) if amount is not None else None,
         phone=phone if direction == "inbound" else None, channel_hint=hint,
-        opening_channel=opening_channel, campaign_id=campaign_id)
+        opening_channel=opening_channel, campaign_id=campaign_id, ad_id=ad_id, medium=medium)
 
 
 def test_first_inbound_message_opens_a_direct_lead():
@@ -85,15 +86,95 @@ def test_payment_without_amount_takes_the_value_of_the_next_payment_with_one():
     assert lead.transaction_value == 750_000
 
 
-def test_a_payment_without_a_booking_books_at_the_payment():
+def test_a_payment_without_a_booking_message_leaves_the_booking_empty():
     f = customer_funnel("c", [msg(0), msg(30, payment=True, amount=100_000)])
-    assert f.leads[0].booking_at == f.leads[0].transaction_at
+    assert f.leads[0].transaction_at is not None
+    assert f.leads[0].booking_at is None
 
 
-def test_opening_after_a_transaction_starts_a_new_cycle():
-    f = customer_funnel("c", [msg(0), msg(10, payment=True, amount=1), msg(60, "inbound", "opening")])
+def test_a_booking_said_after_the_payment_is_the_booking():
+    f = customer_funnel("c", [msg(0), msg(30, payment=True, amount=100_000),
+                              msg(35, "inbound", "booking")])
+    [lead] = f.leads
+    assert lead.booking_at == T0 + timedelta(minutes=35) > lead.transaction_at
+
+
+HOUR = 60
+
+
+def test_a_greeting_soon_after_paying_stays_in_the_paid_lead():
+    f = customer_funnel("c", [msg(0), msg(10, payment=True, amount=1),
+                              msg(10 + 2 * HOUR, "inbound", "opening")])
+    assert len(f.leads) == 1
+
+
+def test_a_greeting_after_the_quiet_hours_opens_a_new_lead():
+    f = customer_funnel("c", [msg(0), msg(10, payment=True, amount=1),
+                              msg(10 + 25 * HOUR, "inbound", "opening")])
     assert [ld.cycle for ld in f.leads] == [1, 2]
     assert f.leads[1].transaction_at is None
+
+
+def test_the_quiet_hours_count_from_the_last_payment_and_are_a_setting():
+    msgs = [msg(0), msg(10, payment=True, amount=1), msg(10 + 20 * HOUR, payment=True, amount=2),
+            msg(10 + 30 * HOUR, "inbound", "opening")]
+    assert len(customer_funnel("c", msgs).leads) == 1       # 10 h after the settlement
+    assert len(customer_funnel("c", msgs, CycleRules(quiet_hours_after_payment=6)).leads) == 2
+
+
+def test_a_settlement_after_the_down_payment_continues_the_paid_lead():
+    # "halo kak, pelunasan sudah tf ya" three days after the down payment: a greeting (and even
+    # a channel keyword) in a payment statement is the same purchase, not a new inquiry
+    for signal in ({}, dict(opening_channel="campaign_blast")):
+        f = customer_funnel("c", [msg(0), msg(10, payment=True, amount=500),
+                                  msg(10 + 72 * HOUR, "inbound", "opening", payment=True,
+                                      amount=1500, **signal)])
+        assert len(f.leads) == 1, signal
+        assert f.leads[0].transactions == 2 and f.leads[0].transaction_total == Decimal(2000)
+    # past the lead window it is a new lead like any other opening
+    f = customer_funnel("c", [msg(0), msg(10, payment=True, amount=500),
+                              msg(31 * 24 * HOUR, "inbound", "opening", payment=True, amount=9)])
+    assert len(f.leads) == 2
+
+
+def test_a_marketing_signal_opens_a_new_lead_soon_after_paying():
+    paid = [msg(0), msg(10, payment=True, amount=1)]
+    for signal in (dict(opening_channel="website"), dict(hint="ads", ad_id="1202"),
+                   dict(hint="campaign_blast", campaign_id="wamid.tpl")):
+        f = customer_funnel("c", [*paid, msg(10 + HOUR, "inbound", "opening", **signal)])
+        assert len(f.leads) == 2, signal
+
+
+def test_a_blast_received_since_the_payment_makes_a_greeting_a_new_lead():
+    paid = [msg(0), msg(10, payment=True, amount=1)]
+    blast = msg(10 + HOUR, "outbound", hint="campaign_blast", campaign_id="promo-2")
+    f = customer_funnel("c", [*paid, blast, msg(10 + 2 * HOUR, "inbound", "opening")])
+    assert [ld.channel for ld in f.leads] == ["direct", "campaign_blast"]
+    assert f.leads[1].campaign_id == "promo-2"
+    before = msg(5, "outbound", hint="campaign_blast")       # a blast before the payment
+    f = customer_funnel("c", [msg(0), before, msg(10, payment=True, amount=1),
+                              msg(10 + 2 * HOUR, "inbound", "opening")])
+    assert len(f.leads) == 1
+
+
+def test_a_crm_label_is_the_channel_and_a_medium_never_is():
+    assert customer_funnel("c", [msg(0, hint="tiktok")]).leads[0].channel == "tiktok"
+    [lead] = customer_funnel("c", [msg(0, medium="instagram")]).leads
+    assert (lead.channel, lead.medium) == ("direct", "instagram")
+
+
+def test_an_explicit_direct_label_does_not_hide_a_campaign_reply():
+    blast = msg(0, "outbound", hint="campaign_blast")
+    f = customer_funnel("c", [blast, msg(60, "inbound", "opening", hint="direct")])
+    assert f.leads[0].channel == "campaign_blast"
+
+
+def test_the_medium_is_the_opening_messages_else_the_first_named_in_the_cycle():
+    f = customer_funnel("c", [msg(0), msg(5, "outbound", medium="webchat"),
+                              msg(9, medium="whatsapp")])
+    assert f.leads[0].medium == "webchat"
+    f = customer_funnel("c", [msg(0, medium="line"), msg(5, medium="whatsapp")])
+    assert f.leads[0].medium == "line"
 
 
 def test_opening_within_the_window_without_transaction_keeps_the_lead():
@@ -113,7 +194,7 @@ def test_inbound_without_opening_keyword_after_the_window_stays_in_the_cycle():
 
 
 def test_window_is_configurable():
-    f = customer_funnel("c", [msg(0), msg(60 * 24 * 8, "inbound", "opening")], lead_window_days=7)
+    f = customer_funnel("c", [msg(0), msg(60 * 24 * 8, "inbound", "opening")], CycleRules(lead_window_days=7))
     assert len(f.leads) == 2
 
 

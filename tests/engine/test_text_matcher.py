@@ -112,14 +112,14 @@ def test_short_keyword_next_to_a_number_still_matches(matcher):
 
 
 def test_elongated_words_match(matcher):
-    assert live(matcher.find("Bookinggg dong kak")) == {("booking", "booking")}
+    assert live(matcher.find("Bookinggg dong kak")) == {("booking", "book")}  # book-ing
     assert surfaces(matcher, "haiii kakk, bayaaar sekarang") == ["haiii", "bayaaar"]
 
 
 def test_multi_word_phrases_match_across_spacing_and_case(matcher):
     assert live(matcher.find("Pembayaran  SUDAH   kami terima")) >= {
         ("transaction", "sudah kami terima")}
-    assert live(matcher.find("down\npayment dulu")) == {("transaction", "down payment")}
+    assert live(matcher.find("uang\nMUKA dulu")) == {("transaction", "uang muka")}
 
 
 def test_hit_offsets_point_into_the_normalized_text(matcher):
@@ -169,8 +169,60 @@ def test_affix_variants_are_generated_from_any_root(root, derived):
 
 
 def test_short_roots_get_no_affixes():
-    assert word_forms("dp") == {"dp", "dpnya"}
+    assert word_forms("va") == {"va", "vanya"}
+    assert word_forms("hai") == {"hai", "hainya"}
     assert Matcher([Keyword("transaction", "va")]).find("diva") == []
+    assert Matcher([Keyword("opening", "hai")]).find("sahabat") == []
+
+
+@pytest.mark.parametrize("text", ["sudah ditf ya kak", "udah ditrf kak", "sdh dibyr kak",
+                                  "tfnya sudah kak", "udah ditfin kak", "dpnya sudah ya"])
+def test_consonant_abbreviations_take_verb_affixes(text):
+    m = Matcher([Keyword("transaction", k) for k in ("tf", "trf", "byr", "dp")])
+    assert [h.stage for h in m.find(text)] == ["transaction"]
+
+
+@pytest.mark.parametrize("text, keyword", [
+    ("sudah trasnfer kak", "transfer"),        # two neighbours swapped
+    ("sudah transfr kak", "transfer"),         # a letter dropped
+    ("sudah tranxfer kak", "transfer"),        # a letter changed
+    ("sudah ditrasnfer ya", "transfer"),       # in an affixed form
+    ("trasnfernya sudah kak", "transfer"),     # with a particle
+    ("saya mau reservsi", "reservasi"),
+    ("bookign 2 pax", "booking"),
+])
+def test_a_one_edit_typo_of_a_long_keyword_matches(text, keyword):
+    m = Matcher([Keyword("transaction", "transfer"), Keyword("booking", "reservasi"),
+                 Keyword("booking", "booking")])
+    assert [h.keyword for h in m.find(text)] == [keyword]
+
+
+@pytest.mark.parametrize("text", [
+    "hanya minggu ini kak",       # one edit from hai+nya, but "hai" is short
+    "kuota terbatas",             # ter+atas of the short "atas"
+    "lagi looking paket",         # booking with another first letter
+    "cooking class ada?",
+])
+def test_typos_never_make_short_words_or_other_first_letters_keywords(text):
+    m = Matcher([Keyword("opening", "hai"), Keyword("booking", "atas nama"),
+                 Keyword("booking", "booking")])
+    assert m.find(text) == []
+
+
+def test_typos_of_the_forms_of_five_letter_words_match_but_not_short_forms():
+    m = Matcher([Keyword("transaction", "bayar"), Keyword("opening", "harga")])
+    assert [h.keyword for h in m.find("pembyaran sudah kak")] == ["bayar"]   # pembayaran
+    assert [h.keyword for h in m.find("sudah dibayr kak")] == ["bayar"]      # dibayar
+    assert m.find("sudah bayr kak") == []                 # "bayr": a form of five letters
+    # opening keywords take no typos: "harian" is one edit from "harga-an"
+    assert m.find("limit harian kak") == []
+
+
+def test_typo_hits_carry_offsets_of_the_original_text():
+    m = Matcher([Keyword("transaction", "transfer")])
+    text = "kak udah trasnfer 1jt"
+    [hit] = m.find(text)
+    assert normalize(text)[hit.start:hit.end] == "trasnfer"
 
 
 def test_phrase_takes_prefixes_on_its_first_word_and_particles_on_its_last(matcher):
@@ -270,7 +322,8 @@ def test_prefilled_opening_matches_exactly_with_its_channel(matcher):
     "Haloo, saya tertarik dengan promo inii 🙏"])
 def test_edited_prefilled_opening_still_matches(matcher, text):
     openings = [h for h in matcher.find(text) if h.stage == "opening"]
-    assert [(h.keyword, h.channel) for h in openings] == [
+    # (a question after the prefilled text is an inquiry of its own: "harga")
+    assert [(h.keyword, h.channel) for h in openings if h.keyword != "harga"] == [
         ("Halo, saya tertarik dengan promo ini", "ads")]
 
 
@@ -292,9 +345,9 @@ def test_fuzzy_opening_score_rewards_edits_and_punishes_fragments():
 
 
 def test_a_hit_inside_a_longer_hit_of_the_same_stage_is_dropped(matcher):
-    assert [h.keyword for h in matcher.find("bukti transfer terlampir")] == ["bukti transfer"]
-    assert [h.keyword for h in matcher.find("Halo, saya lihat iklan di Facebook")] == [
-        "Halo, saya lihat iklan di Facebook"]
+    assert [h.keyword for h in matcher.find("mau klaim promo kak")] == ["klaim promo"]
+    assert [h.keyword for h in matcher.find("Halo kak, saya mau info promo dari iklan")] == [
+        "Halo kak, saya mau info promo dari iklan"]
 
 
 # --- misc ---------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def build_plan(customers: int, seed: int, database_url: str) -> Plan:
     with psycopg.connect(database_url) as conn:
         classifier = current_classifier(conn, None, settings)
         process_messages(conn, list(messages.values()), classifier,
-                         lead_window_days=settings.lead_window_days)
+                         rules=settings.cycle_rules)
         store_statuses(conn, list(statuses.values()))
         conn.commit()
         reference = funnel_rows(conn)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
+from num2words import num2words
 
 from funnel_ingest.ingest import providers
 from funnel_ingest.messages import NormalizedMessage
@@ -24,6 +25,7 @@ from funnel_ingest.simulate import conversations as simulator
 from funnel_ingest.simulate.conversations import (
     FUZZY_OPENINGS,
     TRAPS,
+    TYPOS,
     SimMessage,
     Simulation,
     TruthLabel,
@@ -132,14 +134,27 @@ def test_deliveries_at_least_once_with_duplicates_and_reordering(sim_big: Simula
 
 # --- truth ----------------------------------------------------------------------------------------
 
+def test_the_simulation_has_what_the_funnel_rules_are_about(sim_big: Simulation) -> None:
+    """Paid leads without a booking message, bookings said after paying, CRM labels kept as
+    channels, media apart from channels, and thanks after buying that open no lead."""
+    paid = [ld for ld in sim_big.leads if ld.transaction_at is not None]
+    assert any(ld.booking_at is None for ld in paid)
+    assert any(ld.booking_at is not None and ld.booking_at > ld.transaction_at for ld in paid)
+    assert {"tiktok", "referral", "event_jakarta"} <= {ld.channel for ld in sim_big.leads}
+    assert {"whatsapp", "instagram", "webchat"} <= {ld.medium for ld in sim_big.leads}
+    courtesy = [s for s in sim_big.messages if s.message.text.lower().startswith("halo kak, thanks")]
+    assert courtesy and all("opening" not in s.truth.stages for s in courtesy)
+
+
 def test_truth_leads_ordered_and_non_negative(sim_big: Simulation) -> None:
     assert sim_big.leads
     for lead in sim_big.leads:
-        assert lead.channel in ("ads", "campaign_blast", "website", "direct")
+        assert lead.channel in ("ads", "campaign_blast", "website", "direct", "tiktok",
+                                "referral", "event_jakarta")
         if lead.booking_at is not None:
             assert lead.lead_at <= lead.booking_at
         if lead.transaction_at is not None:
-            assert lead.booking_at is not None and lead.booking_at <= lead.transaction_at
+            assert lead.lead_at <= lead.transaction_at
         else:
             assert lead.transaction_value is None and lead.transaction_total is None
         assert (lead.transaction_value is None) == (lead.transaction_total is None)
@@ -160,7 +175,8 @@ def test_labels_are_consistent(sim_big: Simulation) -> None:
 
 
 def test_each_channel_and_source_appears(sim300: Simulation) -> None:
-    assert {lead.channel for lead in sim300.leads} == {"ads", "campaign_blast", "website", "direct"}
+    assert {lead.channel for lead in sim300.leads} >= {"ads", "campaign_blast", "website",
+                                                       "direct", "tiktok"}
     msgs = [sm.message for sm in sim300.messages]
     assert {m.source for m in msgs} == {"whatsapp", "qontak", "generic"}
     by_source = Counter(m.source for m in msgs)
@@ -219,8 +235,17 @@ def test_scenarios_the_engine_must_handle() -> None:
                       and sm.message.direction == "outbound" and sm.message.sent_at < lead.lead_at]
             if lead.channel == "direct" and blasts and lead.lead_at - blasts[-1] > timedelta(days=7):
                 seen["late campaign reply is direct"] += 1
-            if lead.transaction_at is not None and lead.booking_at == lead.transaction_at:
-                seen["payment implies booking"] += 1
+            if lead.transaction_at is not None and lead.booking_at is None:
+                seen["paid without a booking message"] += 1
+            if lead.transaction_at is not None and lead.booking_at is not None \
+                    and lead.booking_at > lead.transaction_at:
+                seen["booking said after paying"] += 1
+            if lead.channel not in ("ads", "campaign_blast", "website", "direct"):
+                seen["a CRM's own label"] += 1
+            if lead.transaction_at is not None and any(
+                    sm.message.direction == "inbound" and "opening" in sm.truth.stages
+                    and lead.transaction_at < sm.message.sent_at < next_at for sm in msgs):
+                seen["opening after paying kept in the lead"] += 1
             if lead.transaction_total is not None and lead.transaction_total > lead.transaction_value:
                 seen["down payment + settlement"] += 1
             if lead.channel == "ads" and opening.truth.opening_channel is None:
@@ -238,7 +263,9 @@ def test_scenarios_the_engine_must_handle() -> None:
     print(dict(seen))
     for case in ("new cycle after a transaction", "new cycle after the window",
                  "opening message kept in the cycle", "campaign by the 7-day rule",
-                 "late campaign reply is direct", "payment implies booking",
+                 "late campaign reply is direct", "paid without a booking message",
+                 "booking said after paying", "a CRM's own label",
+                 "opening after paying kept in the lead",
                  "down payment + settlement", "ads by hint (referral, ads room)",
                  "back through a new ad click", "booking by the agent", "website by hint",
                  "no phone"):
@@ -271,6 +298,7 @@ def test_truth_follows_the_cycle_rules_on_a_handmade_story() -> None:
         msg(20000, "inbound", "Halo, saya dari website, mau tanya",          # cycle 2 (after tx)
             TruthLabel(frozenset({"opening"}), opening_channel="website")),
         msg(20001, "inbound", "sudah tf 250k", paid(250_000)),               # no booking word
+        msg(20100, "inbound", "halo kak, mau tanya lagi", o),                # within the quiet
         msg(20002 + 60 * 24 * 31, "inbound", "hai", o),                      # cycle 3 (window)
     ]
     leads = truth_leads("+6281234567890", "+6281234567890", list(reversed(story)), 30 * 86400)
@@ -280,7 +308,7 @@ def test_truth_follows_the_cycle_rules_on_a_handmade_story() -> None:
     assert first.booking_at == story[2].message.sent_at
     assert first.transaction_at == story[4].message.sent_at
     assert (first.transaction_value, first.transaction_total) == (500_000, 1_500_000)
-    assert second.booking_at == second.transaction_at == story[8].message.sent_at
+    assert second.booking_at is None and second.transaction_at == story[8].message.sent_at
     assert (second.transaction_value, second.transaction_total) == (250_000, 250_000)
     assert third.booking_at is None and third.transaction_value is None
 
@@ -291,13 +319,16 @@ _LETTER_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
 _NON_ALNUM = re.compile(r"[\W_]+")
 _RUNS = re.compile(r"([^\W\d_])\1+")
 _PREFIX = "(?:di|ter|pem|pe|ber|me)?"
-_SUFFIX = "(?:nya|kan|an|in)?"
+_SUFFIXES = ("", "nya", "kan", "an", "in", "ing", "ingnya", "ingkan", "ingin")
 
 
 def _norm(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = _NON_ALNUM.sub(" ", _LETTER_DIGIT.sub(" ", text))
-    return " " + _RUNS.sub(r"\1", text).strip() + " "
+    text = " " + _RUNS.sub(r"\1", text).strip() + " "
+    for typo, meant in TYPOS.items():  # the simulator's deliberate misspellings
+        text = text.replace(f" {typo} ", f" {meant} ")
+    return text
 
 
 def _reference_keywords() -> list[tuple[str, str, str | None, re.Pattern]]:
@@ -307,7 +338,9 @@ def _reference_keywords() -> list[tuple[str, str, str | None, re.Pattern]]:
             if row["active"].strip().upper() != "TRUE":
                 continue
             kw = _norm(row["keyword"]).strip()
-            pattern = re.compile(" " + _PREFIX + re.escape(kw) + _SUFFIX + " ")
+            # letter runs squeezed after the suffix too ("iklan" + "nya" is "iklanya")
+            forms = "|".join(re.escape(_RUNS.sub(r"\1", kw + suffix)) for suffix in _SUFFIXES)
+            pattern = re.compile(f" {_PREFIX}(?:{forms}) ")
             out.append((row["stage"], kw, row["channel"] or None, pattern))
     return out
 
@@ -323,7 +356,7 @@ def _trap_patterns() -> dict[str, list[re.Pattern]]:
 def test_labels_follow_the_keyword_list(sim_big: Simulation) -> None:
     """A message carries a stage exactly when it contains a keyword of it (whole words, common
     Indonesian affixes, elongations squeezed), except the documented traps; its opening channel
-    is that of the longest channel keyword it contains."""
+    is that of the channel keyword it mentions first (the longest at one place)."""
     keywords = _reference_keywords()
     traps = _trap_patterns()
     trap_hits = Counter()
@@ -334,9 +367,9 @@ def test_labels_follow_the_keyword_list(sim_big: Simulation) -> None:
             assert any(p.search(norm) for p in traps[stage]), (sm.message.text, stage, sm.truth)
             trap_hits[stage] += 1
         assert sm.truth.stages <= present, (sm.message.text, sm.truth)
-        channel_hits = [(len(kw), ch) for stage, kw, ch, pat in keywords
-                        if ch and stage == "opening" and pat.search(norm)]
-        expected = max(channel_hits)[1] if channel_hits else None
+        channel_hits = [(m.start(), -len(kw), ch) for stage, kw, ch, pat in keywords
+                        if ch and stage == "opening" and (m := pat.search(norm))]
+        expected = min(channel_hits)[2] if channel_hits else None
         if sm.message.text in FUZZY_OPENINGS:  # a lightly edited prefilled text
             assert expected is None and sm.message.referral
             expected = FUZZY_OPENINGS[sm.message.text]
@@ -365,6 +398,9 @@ def test_amounts_appear_in_the_text(sim_big: Simulation) -> None:
         whole, rest = divmod(amount, 1_000_000)
         frac = f"{rest:06d}".rstrip("0")
         out |= {f"{whole},{frac}jt", f"{whole}.{frac} juta"} if frac else {f"{whole}jt", f"{whole} juta"}
+        out.add(num2words(amount, lang="id"))                     # in words
+        if rest == 500_000:
+            out.add(f"{num2words(whole, lang='id')} setengah juta")  # "dua setengah juta"
         return out
 
     for sm in sim_big.messages:

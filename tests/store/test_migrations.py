@@ -124,3 +124,33 @@ def test_the_recorded_old_checksums_are_of_files_with_the_same_statements():
         before = db.Migration(m.version, m.name, shown.stdout)
         assert before.file_checksum == db._FILE_CHECKSUMS_OF_APPLIED[m.version]
         assert before.checksum == m.checksum
+
+
+def test_005_moves_stored_media_out_of_the_channel_hint(fresh_db, tmp_path):
+    """Messages stored before media were told apart get their medium; a generic medium label
+    stops being a channel hint; a CRM's own label stays one."""
+    import shutil
+
+    for m in db.load_migrations():
+        if m.version < 5:
+            shutil.copy(db.sql_dir() / f"{m.version:03d}_{m.name}.sql", tmp_path)
+    assert db.migrate(fresh_db, tmp_path) == [1, 2, 3, 4]
+    rows = [("whatsapp", "w1", "ads", None), ("qontak", "q1", None, "wa"),
+            ("qontak", "q2", "website", "website"), ("qontak", "q3", None, "ig"),
+            ("generic", "g1", "instagram", None), ("generic", "g2", "wa", None),
+            ("generic", "g3", "tiktok", None), ("generic", "g4", "website", None)]
+    with psycopg.connect(fresh_db) as conn:
+        for source, mid, hint, room_channel in rows:
+            conn.execute(
+                "INSERT INTO classified_messages (source, message_id, direction, sender_type, "
+                "sent_at, message_date, raw_key, channel_hint, room_channel) VALUES "
+                "(%s, %s, 'inbound', 'customer', now(), current_date, 'k', %s, %s)",
+                (source, mid, hint, room_channel))
+    assert db.migrate(fresh_db)[0] == 5
+    with psycopg.connect(fresh_db) as conn:
+        got = dict((mid, (hint, medium)) for mid, hint, medium in conn.execute(
+            "SELECT message_id, channel_hint, medium FROM classified_messages"))
+    assert got == {"w1": ("ads", "whatsapp"), "q1": (None, "whatsapp"),
+                   "q2": ("website", "webchat"), "q3": (None, "instagram"),
+                   "g1": (None, "instagram"), "g2": (None, "whatsapp"),
+                   "g3": ("tiktok", None), "g4": ("website", None)}

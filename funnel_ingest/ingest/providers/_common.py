@@ -1,4 +1,4 @@
-"""Shared pieces of the provider parsers: the error type, timestamps, channel names."""
+"""Shared pieces of the provider parsers: the error type, timestamps, labels."""
 
 from __future__ import annotations
 
@@ -110,25 +110,4 @@ def parse_timestamp(value: Any, where: str) -> datetime:
 
 
 _NUMBER = re.compile(r"\d{1,13}(\.\d+)?")
-_CHANNEL_SAFE = re.compile(r"[^a-z0-9_]+")
 
-# Names CRMs use for the funnel's channels (docs/funnel.md).
-CHANNEL_ALIASES = {
-    "ads": "ads", "ad": "ads", "iklan": "ads", "meta_ads": "ads", "facebook_ads": "ads",
-    "fb_ads": "ads", "ctwa": "ads", "instagram_ads": "ads", "google_ads": "ads",
-    "campaign_blast": "campaign_blast", "campaign": "campaign_blast", "blast": "campaign_blast",
-    "broadcast": "campaign_blast", "broadcast_campaign": "campaign_blast",
-    "website": "website", "web": "website", "widget": "website", "web_widget": "website",
-    "livechat": "website", "site": "website", "landing_page": "website",
-    "direct": "direct", "organic": "direct",
-}
-
-
-def channel_name(value: str | None) -> str | None:
-    """A CRM's channel / source label as a funnel channel (aliases folded), bounded and safe."""
-    if not value:
-        return None
-    name = _CHANNEL_SAFE.sub("_", str(value).strip().casefold()).strip("_")[:40]
-    if not name:
-        return None
-    return CHANNEL_ALIASES.get(name, name)

@@ -1,8 +1,12 @@
 """The original generic CRM format (kept compatible), one object or an array of them:
 
-    {"room_id": "...", "channel": "ads" | "source": "...",
+    {"room_id": "...", "channel": "ads" | "source": "...", "medium": "instagram",
      "sender": {"type": "customer" | "agent", "phone": "..."},
      "message": {"id": "...", "text": "..."}, "timestamp": "ISO-8601 or unix time"}
+
+`channel` (or `source`) is the CRM's label: a marketing channel (ads, tiktok, event_jakarta)
+or a medium (whatsapp, instagram, ...), told apart by `engine.channels.label`; `medium` names
+the medium explicitly.
 
 Message ids are only unique within a room, so the room is part of the idempotency key. An agent's
 message belongs to the room's customer, never to the agent's own phone: the parser leaves its
@@ -15,12 +19,12 @@ from typing import Literal, Union
 
 from pydantic import Field, RootModel
 
+from funnel_ingest.engine import channels
 from funnel_ingest.ingest.providers import phones
 from funnel_ingest.ingest.providers._common import (
     Label,
     Lenient,
     PayloadError,
-    channel_name,
     parse_timestamp,
     validate_json,
 )
@@ -47,6 +51,7 @@ class GenericMessage(Lenient):
     room_id: Label | None = Field(default=None, max_length=200)
     channel: Label | None = Field(default=None, max_length=100)
     source: Label | None = Field(default=None, max_length=100)
+    medium: Label | None = Field(default=None, max_length=100)
     campaign_id: Label | None = Field(default=None, max_length=200)
     ad_id: Label | None = Field(default=None, max_length=200)
     sender: GenericSender
@@ -84,12 +89,14 @@ def parse(body: bytes) -> ParseResult:
                 f"{where}an {g.sender.type} message without room_id cannot be tied to a customer",
                 g.message.id))
             continue
+        named = channels.label(g.channel or g.source)
         result.messages.append(NormalizedMessage(
             source=SOURCE, message_id=g.message.id, sent_at=sent_at,
             direction="inbound" if inbound else "outbound", sender_type=g.sender.type,
             text=g.message.text or "", customer_key=key, phone=phone,
             user_id=g.sender.user_id if inbound else None, room_id=g.room_id,
-            channel_hint=channel_name(g.channel or g.source), campaign_id=g.campaign_id,
+            channel_hint=named.channel, medium=channels.medium(g.medium) or named.medium,
+            campaign_id=g.campaign_id,
             ad_id=g.ad_id,
         ))
     return result

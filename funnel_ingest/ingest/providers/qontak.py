@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from funnel_ingest.engine import channels
 from funnel_ingest.ingest.providers import phones
 from funnel_ingest.ingest.providers._common import (
     Label,
     Lenient,
-    channel_name,
     parse_timestamp,
     validate_json,
 )
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, ParseResult, StatusEvent
 
 SOURCE = "qontak"
-_WEBSITE_CHANNELS = {"web", "website", "livechat", "web_chat", "webchat", "widget"}
 
 
 class QontakRoom(Lenient):
@@ -80,17 +79,20 @@ def parse(body: bytes) -> ParseResult:
         result.dead_letters.append(DeadLetter(
             SOURCE, "no_customer_key", "room.account_uniq_id is missing", m.id))
         return result
-    room_channel = channel_name(m.room.channel)
+    # the room's channel is the app it runs on: a medium, never the marketing channel (a web
+    # chat room is on the website channel, as a website widget is)
+    room_channel = channels.normalized(m.room.channel)
+    medium = channels.medium(room_channel)
     hint = None
     if m.is_campaign:
         hint = "campaign_blast"
-    elif room_channel in _WEBSITE_CHANNELS or room_channel == "website":
+    elif medium == "webchat":
         hint = "website"
     result.messages.append(NormalizedMessage(
         source=SOURCE, message_id=m.id, sent_at=sent_at, direction=direction,  # type: ignore[arg-type]
         sender_type=sender_type, text=m.text or "", customer_key=key, phone=phone,
         user_id=None if phone else account, room_id=m.room.id, message_type=m.type,
-        channel_hint=hint, room_channel=room_channel,
+        channel_hint=hint, room_channel=room_channel, medium=medium,
         campaign_id=m.id if m.is_campaign else None,
     ))
     return result

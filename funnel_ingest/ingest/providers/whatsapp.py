@@ -18,6 +18,7 @@ from funnel_ingest.ingest.providers._common import Label, Lenient, parse_timesta
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, ParseResult, StatusEvent
 
 SOURCE = "whatsapp"
+MEDIUM = "whatsapp"
 
 
 class WaText(Lenient):
@@ -177,7 +178,7 @@ def parse(body: bytes) -> ParseResult:
                     source=SOURCE, message_id=m.id, sent_at=sent_at, direction="inbound",
                     sender_type="customer", text=_text_of(m), customer_key=key, phone=phone,
                     user_id=uid, message_type=m.type, channel_hint=hint, ad_id=ad_id,
-                    campaign_id=campaign_id,
+                    campaign_id=campaign_id, medium=MEDIUM,
                     referral=m.referral.model_dump(exclude_none=True) if m.referral else None,
                     context_id=m.context.id if m.context else None,
                 ))
@@ -193,7 +194,7 @@ def parse(body: bytes) -> ParseResult:
                 result.messages.append(NormalizedMessage(
                     source=SOURCE, message_id=m.id, sent_at=sent_at, direction="outbound",
                     sender_type="business", text=_text_of(m), customer_key=key, phone=phone,
-                    user_id=uid, message_type=m.type,
+                    user_id=uid, message_type=m.type, medium=MEDIUM,
                     context_id=m.context.id if m.context else None,
                 ))
             for i, s in enumerate(value.statuses):
