@@ -26,7 +26,8 @@ def recent_traffic(customers: int, seed: int | None, days: int = 2
 def mock_samples(count: int, *, seed: int, sources: Iterable[str] = SOURCES, days: int = 1,
                  now: datetime | None = None) -> Iterator[Sample]:
     """`count` webhook bodies of simulated conversations (all of them within the last `days`
-    days), only from `sources`. The same seed gives the same message ids (redeliveries)."""
+    days), only from `sources`, which take turns (each source's bodies in time order), so even
+    a short run shows every source. The same seed gives the same message ids (redeliveries)."""
     wanted = frozenset(sources)
     now = now or datetime.now(UTC)
     made = empty = 0
@@ -37,8 +38,14 @@ def mock_samples(count: int, *, seed: int, sources: Iterable[str] = SOURCES, day
         customers = customers_for_messages(int(missing) + 8, days=days)
         sim = simulate(customers, seed=seed + n, start=now - timedelta(days=days), days=days)
         before = made
+        queues: dict[str, list[Sample]] = {source: [] for source in sorted(wanted)}
         for sample in to_webhooks((m.message for m in sim.messages), seed=seed + n):
             if sample.source in wanted:
+                queues[sample.source].append(sample)
+        for turn in itertools.zip_longest(*queues.values()):
+            for sample in turn:
+                if sample is None:
+                    continue
                 yield sample
                 made += 1
                 if made >= count:
