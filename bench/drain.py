@@ -78,6 +78,9 @@ def main() -> None:
     print(f"drain job:              {drain_rate:10,.0f} msgs/s  ({out['entries']:,} entries, "
           f"{out['inserted']:,} new, {dt:.1f} s, chunks of {args.chunk:,}); "
           f"backlog left: {r.xlen('funnel:messages')}")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in out["stages"].items())
+    print(f"  per stage: {stages}; customer recomputes {out['customers']:,}, "
+          f"{out['resumed']:,} of them from a later cycle")
 
     classifier = Classifier(list(load_csv(default_csv_path())), "bench", get_settings().tz)
     rows = list(store._message_rows(deliveries, classifier, get_settings().tz))

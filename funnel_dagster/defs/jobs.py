@@ -77,13 +77,17 @@ def drain_stream_range(context: dg.OpExecutionContext, config: DrainConfig,
                 "customers_updated": sum(rep.customers for rep in messages),
                 **funnel_metadata(conn)}))
     totals = {rep.stream: {"entries": rep.entries, "inserted": rep.inserted,
-                           "last_id": rep.last_id} for rep in reports}
+                           "customers": rep.customers, "resumed": rep.resumed,
+                           "last_id": rep.last_id, "seconds": round(rep.seconds, 3),
+                           "stages": {k: round(v, 3) for k, v in rep.stages.items()}}
+              for rep in reports}
     return dg.Output(None, metadata={"streams": dg.MetadataValue.json(totals)})
 
 
 def drain_totals(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     """Per stream, the counts an in-process drain_job run reported (its output metadata):
-    entries, inserted, last_id."""
+    entries, inserted, customers (resumed: from a later cycle), last_id, seconds and seconds
+    per stage."""
     for event in result.all_events:
         if event.is_successful_output:
             return event.step_output_data.metadata["streams"].value

@@ -158,16 +158,35 @@ def _opens(m: CycleMessage, current: Lead, last_campaign: CycleMessage | None,
     return signal or m.sent_at - current.last_paid_at >= quiet
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a recompute starts when the cycles before it cannot have changed: the messages
+    given begin with the opening message of cycle `cycle`; `phone` and `last_campaign` are what
+    the messages before it left (the customer's phone so far, their latest campaign message).
+
+    Sound because a cycle's rows depend only on the messages from its opening message to the
+    next opening, and whether a message opens a cycle only on the messages before it: a batch
+    whose messages all come after the opening of cycle k changes cycles k.. only."""
+
+    cycle: int
+    phone: str | None = None
+    last_campaign: CycleMessage | None = None
+
+
 def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
-                    rules: CycleRules = DEFAULT_RULES) -> CustomerFunnel:
-    """All lead cycles of one customer."""
+                    rules: CycleRules = DEFAULT_RULES, resume: Resume | None = None
+                    ) -> CustomerFunnel:
+    """All lead cycles of one customer (from `resume.cycle` on, when given: see `Resume`)."""
     window = timedelta(days=rules.lead_window_days)
     quiet = timedelta(hours=rules.quiet_hours_after_payment)
     out = CustomerFunnel()
     current: Lead | None = None
-    last_campaign: CycleMessage | None = None
-    phone: str | None = None
+    last_campaign = resume.last_campaign if resume else None
+    phone = resume.phone if resume else None
+    first_cycle = resume.cycle if resume else 1
     ordered: Sequence[CycleMessage] = sorted(messages, key=lambda m: m.order)
+    if resume is not None and ordered and ordered[0].direction != "inbound":
+        raise ValueError("a resumed recompute starts at an opening (inbound) message")
     for m in ordered:
         inbound = m.direction == "inbound"
         if inbound and m.phone:
@@ -180,7 +199,7 @@ def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
             channel, campaign = _channel(m, last_campaign)
             current = Lead(
                 lead_id=lead_id(customer_key, m), customer_key=customer_key,
-                cycle=len(out.leads) + 1, channel=channel, lead_at=m.sent_at,
+                cycle=first_cycle + len(out.leads), channel=channel, lead_at=m.sent_at,
                 opening_source=m.source, opening_message_id=m.message_id, phone=phone,
                 opening_keyword=m.opening_keyword, campaign_id=campaign, ad_id=m.ad_id,
                 medium=m.medium)

@@ -41,6 +41,7 @@ class DrainReport:
     duplicates: int = 0
     bad_entries: int = 0
     customers: int = 0
+    resumed: int = 0      # of them, recomputed from a later cycle (store.funnel)
     last_id: str | None = None
     days: set = field(default_factory=set)
     seconds: float = 0.0
@@ -108,6 +109,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
                 report.inserted += res.inserted
                 report.duplicates += res.duplicates
                 report.customers += res.customers
+                report.resumed += res.resumed
                 report.days |= res.days
                 report.bad_entries += len(bad)
                 for k, v in res.seconds.items():

@@ -5,12 +5,15 @@
 2. insert the new ones into `classified_messages` (the unique idempotency key drops
    redeliveries), learn rooms' customers and resolve agent messages that were waiting for
    their room;
-3. recompute the lead cycles of exactly the customers the batch touched, from all their
-   messages, and merge the result into `funnel` and `transactions` (rows that did not change
-   keep their `updated_at`).
-A handful of statements per batch, never one round-trip per message. Because step 3 always
-recomputes a touched customer from the full set of their messages, the result equals a full
-rebuild (`rebuild`) whatever the batches and their order.
+3. recompute the lead cycles of exactly the customers the batch touched and merge the result
+   into `funnel` and `transactions` (rows that did not change keep their `updated_at`). A
+   customer is recomputed from the last of their stored cycles that opened before the batch's
+   earliest message for them (`engine.cycles.Resume`), reading only the messages from that
+   cycle's opening on; the cycles before it cannot change. A customer with no such cycle is
+   recomputed from all their messages.
+A handful of statements per batch, never one round-trip per message. The result equals a full
+rebuild (`rebuild`) whatever the batches and their order: late and out-of-order messages reach
+back to the cycle they fall in.
 All of it runs in the caller's transaction.
 """
 
@@ -29,11 +32,14 @@ import psycopg
 from funnel_ingest.engine import channels
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.cycles import (
+    CAMPAIGN_REPLY_WINDOW,
     DEFAULT_RULES,
     CustomerFunnel,
     CycleMessage,
     CycleRules,
+    Resume,
     customer_funnel,
+    lead_id,
 )
 from funnel_ingest.engine.model import STAGES
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent
@@ -70,6 +76,7 @@ class BatchResult:
     inserted: int = 0
     duplicates: int = 0
     customers: int = 0
+    resumed: int = 0   # customers recomputed from a later cycle, not from their first message
     leads: int = 0
     days: set[date] = field(default_factory=set)  # business dates of the batch's messages
     inserted_by_day: dict[date, int] = field(default_factory=dict)
@@ -96,7 +103,7 @@ def lock_writers(conn: psycopg.Connection, *, exclusive: bool) -> None:
     conn.execute(f"SELECT {fn}(%s)", (WRITER_LOCK_ID,))
 
 
-def lock_customers(conn: psycopg.Connection, table: str = "touched") -> None:
+def lock_customers(conn: psycopg.Connection, table: str = "touched_customers") -> None:
     """Lock the customers of `table` (a temp table of customer keys) for the current
     transaction, in key order (see WRITER_LOCK_ID)."""
     conn.execute(f"INSERT INTO customer_locks (customer_key) SELECT customer_key FROM {table} "
@@ -118,7 +125,20 @@ def _staging_like(conn: psycopg.Connection, name: str, table: str,
 
 
 def _empty_touched(conn: psycopg.Connection) -> None:
-    _empty_temp_table(conn, "touched", "(customer_key text PRIMARY KEY)")
+    """The batch's customers (`since`: the earliest sent_at of their new or changed messages)
+    and where their recompute starts (`from_cycle`, `_plan_restarts`)."""
+    _empty_temp_table(conn, "touched_customers",
+                      "(customer_key text PRIMARY KEY, since timestamptz NOT NULL, "
+                      "from_cycle int NOT NULL DEFAULT 1, restart_at timestamptz, "
+                      "restart_lead text, prev_phone text)")
+
+
+_TOUCH = """INSERT INTO touched_customers (customer_key, since)
+            SELECT customer_key, min(sent_at) FROM {rows} WHERE customer_key IS NOT NULL
+             GROUP BY customer_key
+            ON CONFLICT (customer_key) DO UPDATE
+               SET since = least(touched_customers.since, EXCLUDED.since)"""
+"""Mark the customers of a CTE `rows` (customer_key, sent_at) touched."""
 
 
 def _copy(conn: psycopg.Connection, table: str, columns: Sequence[str],
@@ -229,16 +249,15 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
                 INSERT INTO classified_messages ({cols}) SELECT {cols} FROM stage_messages
                  ORDER BY source, message_id, room_key
                 ON CONFLICT (source, message_id, room_key) DO NOTHING
-                RETURNING customer_key, message_date),
-            t AS (INSERT INTO touched SELECT DISTINCT customer_key FROM ins
-                   WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING)
+                RETURNING customer_key, message_date, sent_at),
+            t AS ({_TOUCH.format(rows="ins")})
             SELECT message_date, count(*) FROM ins GROUP BY 1""").fetchall())
     result.inserted = sum(result.inserted_by_day.values())
     result.duplicates = result.received - result.inserted
     _resolve_rooms(conn)
     _refresh_statistics(conn, result.inserted)
     t2 = time.perf_counter()
-    result.customers, result.leads = _recompute_touched(conn, tz, rules)
+    _recompute_touched(conn, tz, rules, result)
     t3 = time.perf_counter()
     result.seconds = {"classify+copy": t1 - t0, "insert": t2 - t1, "funnel": t3 - t2}
     return result
@@ -249,7 +268,7 @@ def _refresh_statistics(conn: psycopg.Connection, inserted: int) -> None:
     touched customers through the (customer_key, sent_at) index instead of sorting the table
     (autovacuum's ANALYZE lags far behind a backlog being drained)."""
     conn.execute("SET LOCAL jit = off")  # short statements: compiling costs more than it saves
-    conn.execute("ANALYZE touched")
+    conn.execute("ANALYZE touched_customers")
     estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'classified_messages'"
                             "::regclass").fetchone()[0]
     if inserted > 0.1 * max(estimate, 0) + 1000:
@@ -274,8 +293,8 @@ def _resolve_rooms(conn: psycopg.Connection) -> None:
            fixed AS (
                UPDATE classified_messages m SET customer_key = w.customer_key
                  FROM waiting w WHERE m.id = w.id
-            RETURNING m.customer_key)
-           INSERT INTO touched SELECT DISTINCT customer_key FROM fixed ON CONFLICT DO NOTHING""")
+            RETURNING m.customer_key, m.sent_at)
+           """ + _TOUCH.format(rows="fixed"))
 
 
 def _cycle_rows(conn: psycopg.Connection, where: str,
@@ -320,15 +339,72 @@ def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
     return leads, payments, customers
 
 
-def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo,
-                       rules: CycleRules) -> tuple[int, int]:
+def _plan_restarts(conn: psycopg.Connection) -> None:
+    """Per touched customer, the cycle its recompute starts from: the last stored cycle (after
+    the first) that opened strictly before the earliest new message (an equal time could sort
+    either way), with the phone the cycle before it holds (the customer's phone so far)."""
+    conn.execute(
+        """UPDATE touched_customers t
+              SET from_cycle = r.cycle, restart_at = r.lead_at, restart_lead = r.lead_id,
+                  prev_phone = p.phone
+             FROM (SELECT DISTINCT ON (f.customer_key) f.customer_key, f.cycle, f.lead_at,
+                          f.lead_id
+                     FROM funnel f JOIN touched_customers x ON x.customer_key = f.customer_key
+                    WHERE f.cycle > 1 AND f.lead_at < x.since
+                    ORDER BY f.customer_key, f.cycle DESC) r
+             LEFT JOIN funnel p ON p.customer_key = r.customer_key AND p.cycle = r.cycle - 1
+            WHERE t.customer_key = r.customer_key""")
+
+
+def _recompute_touched(conn: psycopg.Connection, tz: ZoneInfo, rules: CycleRules,
+                       result: BatchResult) -> None:
     lock_customers(conn)
-    funnels = ((key, customer_funnel(key, msgs, rules))
-               for key, msgs in _cycle_rows(
-                   conn, "JOIN touched t ON t.customer_key = m.customer_key"))
-    leads, payments, customers = _funnel_rows(funnels, tz)
-    _merge_funnel(conn, leads, payments, scope="touched")
-    return customers, len(leads)
+    _plan_restarts(conn)
+    funnels = _resumed_funnels(conn, rules)
+    leads, payments, result.customers = _funnel_rows(funnels, tz)
+    result.leads = len(leads)
+    result.resumed = conn.execute(
+        "SELECT count(*) FROM touched_customers WHERE from_cycle > 1").fetchone()[0]
+    _merge_funnel(conn, leads, payments, scope="touched_customers")
+
+
+def _resumed_funnels(conn: psycopg.Connection, rules: CycleRules
+                     ) -> Iterator[tuple[str, CustomerFunnel]]:
+    """The touched customers' funnels from their `from_cycle` on. A resumed customer's read
+    holds their messages from the restart cycle's opening time on, and their campaign messages
+    of the `CAMPAIGN_REPLY_WINDOW` before it (the only ones the cycles after can still use)."""
+    starts = {key: (cycle, lead, phone) for key, cycle, lead, phone in conn.execute(
+        "SELECT customer_key, from_cycle, restart_lead, prev_phone FROM touched_customers "
+        "WHERE from_cycle > 1")}
+    window = int(CAMPAIGN_REPLY_WINDOW.total_seconds())
+    where = f"""JOIN touched_customers t ON t.customer_key = m.customer_key
+                WHERE t.restart_at IS NULL OR m.sent_at >= t.restart_at
+                   OR (m.sent_at >= t.restart_at - interval '{window} seconds'
+                       AND m.direction = 'outbound' AND m.channel_hint = 'campaign_blast')"""
+    lost: list[str] = []
+    for key, msgs in _cycle_rows(conn, where):
+        start = starts.get(key)
+        if start is None:
+            yield key, customer_funnel(key, msgs, rules)
+            continue
+        cycle, opening_lead, phone = start
+        msgs.sort(key=lambda m: m.order)
+        at = next((i for i, m in enumerate(msgs) if m.direction == "inbound"
+                   and lead_id(key, m) == opening_lead), None)
+        if at is None:  # the stored cycle's opening is gone: recompute this one from the start
+            lost.append(key)
+            continue
+        campaigns = [m for m in msgs[:at] if m.direction != "inbound"
+                     and m.channel_hint == "campaign_blast"]
+        resume = Resume(cycle, phone, campaigns[-1] if campaigns else None)
+        yield key, customer_funnel(key, msgs[at:], rules, resume)
+    if lost:
+        log.warning("funnel: %d customers' stored cycles lack their opening message; "
+                    "recomputed from all their messages", len(lost))
+        conn.execute("UPDATE touched_customers SET from_cycle = 1, restart_at = NULL "
+                     "WHERE customer_key = ANY(%s)", (lost,))
+        for key, msgs in _cycle_rows(conn, "WHERE m.customer_key = ANY(%s)", (lost,)):
+            yield key, customer_funnel(key, msgs, rules)
 
 
 def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[tuple],
@@ -339,8 +415,15 @@ def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[t
     _staging_like(conn, "stage_tx", "transactions", TX_COLUMNS)
     _copy(conn, "stage_funnel", FUNNEL_COLUMNS, leads)
     _copy(conn, "stage_tx", TX_COLUMNS, payments)
-    in_scope = ("TRUE" if scope == "all"
-                else f"f.customer_key IN (SELECT customer_key FROM {scope})")
+    in_scope = ("TRUE" if scope == "all" else
+                f"EXISTS (SELECT 1 FROM {scope} x WHERE x.customer_key = f.customer_key "
+                "AND f.cycle >= x.from_cycle)")
+    # the transactions of the leads recomputed (before their rows may go)
+    if scope == "all":
+        conn.execute("DELETE FROM transactions")
+    else:
+        conn.execute(f"DELETE FROM transactions t USING funnel f "
+                     f"WHERE t.lead_id = f.lead_id AND {in_scope}")
     conn.execute(f"""DELETE FROM funnel f WHERE {in_scope}
                        AND NOT EXISTS (SELECT 1 FROM stage_funnel s WHERE s.lead_id = f.lead_id)""")
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FUNNEL_COLUMNS if c != "lead_id")
@@ -350,8 +433,6 @@ def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[t
     conn.execute(f"""INSERT INTO funnel ({cols}) SELECT {cols} FROM stage_funnel
                      ON CONFLICT (lead_id) DO UPDATE SET {updates}, updated_at = now()
                      WHERE {changed}""")
-    tx_scope = in_scope.replace("f.customer_key", "t.customer_key")
-    conn.execute(f"DELETE FROM transactions t WHERE {tx_scope}")
     tx_cols = ", ".join(TX_COLUMNS)
     conn.execute(f"INSERT INTO transactions ({tx_cols}) SELECT {tx_cols} FROM stage_tx")
 
@@ -395,12 +476,11 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
                       payment = s.payment, amount = s.amount, requested_date = s.requested_date,
                       keyword_version = s.keyword_version, classified_at = now()
                  FROM stage_class s WHERE m.id = s.id
-            RETURNING m.customer_key)
-           INSERT INTO touched SELECT DISTINCT customer_key FROM upd
-            WHERE customer_key IS NOT NULL ON CONFLICT DO NOTHING""")
+            RETURNING m.customer_key, m.sent_at)
+           """ + _TOUCH.format(rows="upd"))
     result = BatchResult(received=len(rows))
     if recompute:
-        result.customers, result.leads = _recompute_touched(conn, classifier.tz, rules)
+        _recompute_touched(conn, classifier.tz, rules, result)
     return result
 
 

@@ -79,6 +79,48 @@ def test_any_permutation_with_duplicates_in_any_batches_gives_the_same_funnel(
     assert transaction_rows(funnel_db) == in_order_funnel[1]
 
 
+def _process(conn, classifier, batches) -> int:
+    """Run the batches; how many customer recomputes resumed from a later cycle."""
+    resumed = 0
+    for batch in batches:
+        with conn.transaction():
+            resumed += store.process_messages(conn, batch, classifier).resumed
+    return resumed
+
+
+def test_batches_in_time_order_resume_from_the_current_cycle(funnel_db, classifier,
+                                                              in_order_funnel):
+    # a drain keeping up: each batch holds the next minutes of traffic, so repeat customers'
+    # recomputes start at their latest cycle, reading only that cycle's messages
+    resumed = _process(funnel_db, classifier,
+                       [MESSAGES[i:i + 25] for i in range(0, len(MESSAGES), 25)])
+    assert resumed > 0
+    assert funnel_rows(funnel_db) == in_order_funnel[0]
+    assert transaction_rows(funnel_db) == in_order_funnel[1]
+
+
+@hsettings(max_examples=15, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_late_messages_reaching_back_into_closed_cycles_give_the_same_funnel(
+        funnel_db, classifier, in_order_funnel, data):
+    # on-time traffic in time order, then messages held back (a provider's late retries, a
+    # backfill of past days) that fall into cycles long closed, some before a cycle's opening
+    empty_engine_tables(funnel_db)
+    rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
+    share = data.draw(st.floats(0.01, 0.4), label="late share")
+    late = [m for m in MESSAGES if rng.random() < share]
+    held = {id(m) for m in late}
+    on_time = [m for m in MESSAGES if id(m) not in held]
+    size = data.draw(st.integers(5, 200), label="batch size")
+    rng.shuffle(late)
+    batches = [on_time[i:i + size] for i in range(0, len(on_time), size)]
+    batches += [late[i:i + size] for i in range(0, len(late), size)]
+    _process(funnel_db, classifier, batches)
+    assert funnel_rows(funnel_db) == in_order_funnel[0]
+    assert transaction_rows(funnel_db) == in_order_funnel[1]
+
+
 def test_agent_message_before_its_room_is_known_joins_the_customer_later(funnel_db, classifier):
     from dataclasses import replace
     room_msgs = [m for m in MESSAGES if m.room_id and m.source == "generic"]
@@ -90,3 +132,34 @@ def test_agent_message_before_its_room_is_known_joins_the_customer_later(funnel_
     run_batches(funnel_db, classifier, [customer_msgs])
     keys = {k for (k,) in funnel_db.execute("SELECT DISTINCT customer_key FROM classified_messages")}
     assert keys == {customer_msgs[0].customer_key}
+
+
+def test_a_late_message_at_the_same_time_as_an_opening_but_before_it_reaches_back(
+        funnel_db, classifier):
+    # messages are ordered by (sent_at, source, message_id, room key): "m4" at the very time
+    # of cycle 2's opening "m5" belongs to cycle 1, so the recompute must start before cycle 2
+    from datetime import timedelta
+
+    from funnel_ingest.messages import NormalizedMessage
+
+    t0 = datetime(2025, 9, 1, 3, tzinfo=timezone.utc)
+    phone = "+6281234500001"
+
+    def m(mid: str, at, text: str) -> NormalizedMessage:
+        return NormalizedMessage(source="whatsapp", message_id=mid, sent_at=at,
+                                 direction="inbound", sender_type="customer", text=text,
+                                 customer_key=phone, phone=phone, medium="whatsapp")
+
+    second = t0 + timedelta(days=31)
+    run_batches(funnel_db, classifier, [[m("m1", t0, "halo kak, mau tanya paket")],
+                                        [m("m5", second, "halo kak, mau tanya lagi")]])
+    assert [r[0] for r in funnel_db.execute("SELECT cycle FROM funnel ORDER BY 1")] == [1, 2]
+    with funnel_db.transaction():
+        store.process_messages(funnel_db, [m("m4", second, "sudah transfer 500rb ya kak")],
+                               classifier)
+    incremental = funnel_rows(funnel_db)
+    with funnel_db.transaction():
+        store.rebuild(funnel_db, classifier.tz)
+    assert funnel_rows(funnel_db) == incremental
+    paid = funnel_db.execute("SELECT cycle, transaction_at FROM funnel ORDER BY 1").fetchall()
+    assert paid == [(1, second), (2, None)]
