@@ -162,7 +162,9 @@ class Classifier:
                  cache_size: int = 65_536) -> None:
         self.version = version
         self.tz = tz
-        self.matcher = Matcher(keywords)
+        self.keywords = tuple(keywords)   # to build the same classifier in another process
+        self.cache_size = cache_size
+        self.matcher = Matcher(self.keywords)
         # Chat text repeats a lot (greetings, prefilled ad/website texts, "ok kak"): what a text
         # says does not depend on when it was sent, so it is computed once per text.
         self._read = lru_cache(maxsize=cache_size)(self._read_text) if cache_size else \

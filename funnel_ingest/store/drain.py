@@ -5,14 +5,22 @@ transaction as the batch it covers. A range is read with XRANGE, processed by th
 committed, and only then trimmed from the stream, so a crash at any point either leaves the
 range to be processed again (idempotent: the unique message key drops what was stored) or has
 it stored already. `funnel drain` and the Dagster job both call `drain_range`.
+
+A range of more than one batch is pipelined: while Postgres stores batch N (COPY, insert,
+funnel recompute), a worker process reads batch N+1's entries and classifies them into COPY
+rows, so classification runs on the second core. A range of one batch (the sensor's usual
+micro-batch) is classified in-process: starting a worker costs more than it saves there.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 import psycopg
 import redis
@@ -24,7 +32,8 @@ from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent, t
 from funnel_ingest.store.funnel import (
     BatchResult,
     lock_writers,
-    process_messages,
+    message_rows,
+    process_rows,
     store_dead_letters,
     store_statuses,
 )
@@ -42,6 +51,7 @@ class DrainReport:
     bad_entries: int = 0
     customers: int = 0
     resumed: int = 0      # of them, recomputed from a later cycle (store.funnel)
+    pipelined: int = 0    # batches classified in the worker while the one before was stored
     last_id: str | None = None
     days: set = field(default_factory=set)
     seconds: float = 0.0
@@ -62,8 +72,45 @@ def _save_offset(conn: psycopg.Connection, stream: str, last_id: str) -> None:
         (stream, last_id))
 
 
+Parsed = tuple[list[tuple], list[tuple[str, DeadLetter]], float]
+"""A batch of message entries as COPY rows, its bad entries (dead letters) and the seconds it
+took to classify."""
 
 
+def classify_entries(entries: list, classifier: Classifier) -> Parsed:
+    """Message stream entries -> COPY rows (classified) and dead letters for bad entries."""
+    t = time.perf_counter()
+    messages, bad = [], []
+    for entry_id, fields in entries:
+        try:
+            messages.append(NormalizedMessage.from_fields(fields))
+        except (KeyError, ValueError, TypeError) as exc:
+            bad.append((text(entry_id), DeadLetter(
+                text(fields.get(b"source", b"?")), "bad_stream_entry", str(exc),
+                text(fields.get(b"message_id", b"")) or None,
+                text(fields.get(b"raw_key", b"")))))
+    return message_rows(messages, classifier), bad, time.perf_counter() - t
+
+
+_worker_classifier: Classifier | None = None
+
+
+def _start_worker(keywords: tuple, version: str, tz: str, cache_size: int) -> None:
+    global _worker_classifier
+    _worker_classifier = Classifier(list(keywords), version, ZoneInfo(tz), cache_size)
+
+
+def _classify_in_worker(entries: list) -> Parsed:
+    assert _worker_classifier is not None
+    return classify_entries(entries, _worker_classifier)
+
+
+def _classifier_worker(classifier: Classifier) -> ProcessPoolExecutor:
+    """One worker process holding the same classifier (spawned: the caller may have threads)."""
+    return ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+        initargs=(classifier.keywords, classifier.version, classifier.tz.key,
+                  classifier.cache_size))
 
 
 def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: str,
@@ -85,51 +132,65 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
     if stream_id_key(cursor) < stream_id_key(after_id):
         log.warning("%s: offset %s is behind this range's start %s: an earlier range did not "
                     "commit; processing it first", stream, cursor, after_id)
-    while True:
+    worker: ProcessPoolExecutor | None = None
+    upcoming: Future[Parsed] | None = None
+    try:
         entries = r.xrange(stream, min=f"({cursor}", max=until_id, count=batch_size)
-        if not entries:
-            break
-        last_id = text(entries[-1][0])
-        with conn.transaction():
+        while entries:
+            last_id = text(entries[-1][0])
+            parsed: Parsed | None = None
+            following: list = []
             if kind == "messages":
-                lock_writers(conn, exclusive=False)  # a full rebuild waits, or is waited for
-                messages, bad = [], []
-                for entry_id, fields in entries:
-                    try:
-                        messages.append(NormalizedMessage.from_fields(fields))
-                    except (KeyError, ValueError, TypeError) as exc:
-                        bad.append((text(entry_id), DeadLetter(
-                            text(fields.get(b"source", b"?")), "bad_stream_entry", str(exc),
-                            text(fields.get(b"message_id", b"")) or None,
-                            text(fields.get(b"raw_key", b"")))))
                 assert classifier is not None
-                res = process_messages(conn, messages, classifier,
-                                       rules=rules)
-                store_dead_letters(conn, bad)
-                report.inserted += res.inserted
-                report.duplicates += res.duplicates
-                report.customers += res.customers
-                report.resumed += res.resumed
-                report.days |= res.days
-                report.bad_entries += len(bad)
-                for k, v in res.seconds.items():
-                    report.stages[k] = report.stages.get(k, 0.0) + v
-                if on_batch:
-                    on_batch(res)
-            elif kind == "statuses":
-                report.inserted += store_statuses(conn, [StatusEvent.from_fields(f) for _, f in entries])
-            else:
-                report.inserted += store_dead_letters(
-                    conn, [(text(i), DeadLetter.from_fields(f)) for i, f in entries])
-            _save_offset(conn, stream, last_id)
-        # committed: the range may leave the stream now
-        if trim:
-            r.xtrim(stream, minid=next_id(last_id), approximate=False)
-        report.batches += 1
-        report.entries += len(entries)
-        report.last_id = last_id
-        cursor = last_id
-        if len(entries) < batch_size:
-            break
+                if upcoming is not None:
+                    parsed, upcoming = upcoming.result(), None
+                    report.pipelined += 1
+                else:
+                    parsed = classify_entries(entries, classifier)
+                if len(entries) == batch_size:
+                    # the next batch is classified in the worker while this one is stored
+                    following = r.xrange(stream, min=f"({last_id}", max=until_id,
+                                         count=batch_size)
+                    if following:
+                        worker = worker or _classifier_worker(classifier)
+                        upcoming = worker.submit(_classify_in_worker, following)
+            with conn.transaction():
+                if parsed is not None:
+                    rows, bad, classify_seconds = parsed
+                    lock_writers(conn, exclusive=False)  # a full rebuild waits, or is waited for
+                    res = process_rows(conn, rows, classifier.tz, rules=rules,
+                                       classified_seconds=classify_seconds)
+                    store_dead_letters(conn, bad)
+                    report.inserted += res.inserted
+                    report.duplicates += res.duplicates
+                    report.customers += res.customers
+                    report.resumed += res.resumed
+                    report.days |= res.days
+                    report.bad_entries += len(bad)
+                    for k, v in res.seconds.items():
+                        report.stages[k] = report.stages.get(k, 0.0) + v
+                    if on_batch:
+                        on_batch(res)
+                elif kind == "statuses":
+                    report.inserted += store_statuses(
+                        conn, [StatusEvent.from_fields(f) for _, f in entries])
+                else:
+                    report.inserted += store_dead_letters(
+                        conn, [(text(i), DeadLetter.from_fields(f)) for i, f in entries])
+                _save_offset(conn, stream, last_id)
+            # committed: the range may leave the stream now
+            if trim:
+                r.xtrim(stream, minid=next_id(last_id), approximate=False)
+            report.batches += 1
+            report.entries += len(entries)
+            report.last_id = last_id
+            cursor = last_id
+            if len(entries) < batch_size:
+                break
+            entries = following if kind == "messages" else r.xrange(
+                stream, min=f"({cursor}", max=until_id, count=batch_size)
+    finally:
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started
     return report

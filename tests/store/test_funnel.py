@@ -163,3 +163,22 @@ def test_a_late_message_at_the_same_time_as_an_opening_but_before_it_reaches_bac
     assert funnel_rows(funnel_db) == incremental
     paid = funnel_db.execute("SELECT cycle, transaction_at FROM funnel ORDER BY 1").fetchall()
     assert paid == [(1, second), (2, None)]
+
+
+def test_a_drain_of_many_batches_classifies_ahead_in_a_worker_and_gives_the_same_funnel(
+        funnel_db, classifier, in_order_funnel, settings, r):
+    from funnel_ingest.store.drain import drain_range
+
+    for m in MESSAGES:
+        r.xadd("funnel:messages", m.to_fields())
+    r.xadd("funnel:messages", {"source": "whatsapp", "message_id": "broken"})  # a bad entry
+    rep = drain_range(funnel_db, r, "funnel:messages", kind="messages", classifier=classifier,
+                      after_id="0-0", batch_size=40, rules=settings.cycle_rules)
+    assert rep.entries == len(MESSAGES) + 1 and rep.batches > 3
+    assert rep.pipelined == rep.batches - 1          # every batch after the first, ahead
+    assert rep.bad_entries == 1 and rep.stages["classify"] > 0
+    assert r.xlen("funnel:messages") == 0
+    assert funnel_rows(funnel_db) == in_order_funnel[0]
+    assert transaction_rows(funnel_db) == in_order_funnel[1]
+    assert funnel_db.execute("SELECT count(*) FROM dead_letters WHERE reason = "
+                             "'bad_stream_entry'").fetchone()[0] == 1
