@@ -130,8 +130,12 @@ def key(settings) -> dict[str, str]:
 
 @pytest.fixture
 def kw_db(settings):
-    """The test database with no keyword version."""
+    """The test database with no keyword version, before and after the test (a version left
+    current would classify the next tests' messages)."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM keyword_entries")
-        conn.execute("DELETE FROM keyword_versions")
+        def empty() -> None:
+            conn.execute("DELETE FROM keyword_entries")
+            conn.execute("DELETE FROM keyword_versions")
+        empty()
         yield conn
+        empty()
