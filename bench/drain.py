@@ -83,7 +83,7 @@ def main() -> None:
           f"{out['resumed']:,} of them from a later cycle")
 
     classifier = Classifier(list(load_csv(default_csv_path())), "bench", get_settings().tz)
-    rows = list(store._message_rows(deliveries, classifier, get_settings().tz))
+    rows = store.message_rows(deliveries, classifier)
     with psycopg.connect(url) as conn:
         conn.execute("CREATE TABLE bench_upsert AS SELECT "
                      f"{', '.join(store.MESSAGE_COLUMNS)} FROM classified_messages WITH NO DATA")

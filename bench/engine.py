@@ -73,7 +73,7 @@ def main() -> None:
               + ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
               + f"; {res.inserted} new, {res.duplicates} duplicates, {res.leads} leads)")
 
-        rows = list(store._message_rows(messages, classifier, settings.tz))
+        rows = store.message_rows(messages, classifier)
         conn.execute("CREATE UNLOGGED TABLE IF NOT EXISTS bench_copy AS "
                      f"SELECT {', '.join(store.MESSAGE_COLUMNS)} FROM classified_messages "
                      "WITH NO DATA")

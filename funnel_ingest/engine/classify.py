@@ -86,8 +86,7 @@ def _completed_marker(tokens: list[str]) -> int | None:
     such word that is not negated ("belum masuk") and not the "sudah ... belum?" question."""
     for i, w in enumerate(tokens):
         if w in COMPLETED and not _negated_at(tokens, i):
-            if w in ASPECT and not NEGATORS_PLAIN.isdisjoint(tokens[i + 1:]) and any(
-                    t in YET for t in tokens[i + 1:]):
+            if w in ASPECT and not YET.isdisjoint(tokens[i + 1:]):
                 return None  # "sudah masuk belum?": asks whether it is done
             return i
     return None

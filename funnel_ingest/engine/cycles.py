@@ -79,6 +79,11 @@ class CycleMessage:
     def order(self) -> tuple:
         return (self.sent_at, self.source, self.message_id, self.room_key)
 
+    @property
+    def is_campaign(self) -> bool:
+        """An outbound campaign message (a blast a later opening may answer)."""
+        return self.direction != "inbound" and self.channel_hint == "campaign_blast"
+
 
 @dataclass(slots=True)
 class Lead:
@@ -191,7 +196,7 @@ def customer_funnel(customer_key: str, messages: Iterable[CycleMessage],
         inbound = m.direction == "inbound"
         if inbound and m.phone:
             phone = phone or m.phone
-        if not inbound and m.channel_hint == "campaign_blast":
+        if m.is_campaign:
             last_campaign = m
         opens = inbound and (current is None or (
             "opening" in m.stages and _opens(m, current, last_campaign, window, quiet)))

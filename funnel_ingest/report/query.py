@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -38,6 +38,25 @@ class FilterError(ValueError):
     """A report filter (or a page cursor) is not usable; the message says why."""
 
 
+# no stored value has one (Postgres text cannot hold NUL): a client error, not the database's
+# failure
+_NUL = "{} must not contain NUL characters"
+
+
+def _labels(values: Iterable[str], name: str) -> tuple[str, ...]:
+    """A filter's labels (channels, mediums): stripped, distinct, sorted, each checked."""
+    labels = tuple(sorted({v.strip() for v in values}))
+    if any(not v for v in labels):
+        raise FilterError(f"{name} must not be empty")
+    if len(labels) > MAX_CHANNELS:
+        raise FilterError(f"at most {MAX_CHANNELS} {name}s")
+    if any(len(v) > MAX_TEXT for v in labels):
+        raise FilterError(f"{name} longer than {MAX_TEXT} characters")
+    if any("\x00" in v for v in labels):
+        raise FilterError(_NUL.format(name))
+    return labels
+
+
 @dataclass(frozen=True)
 class ReportFilter:
     """Which leads a report covers: lead dates `start`..`end` inclusive (business dates in
@@ -53,28 +72,15 @@ class ReportFilter:
     def __post_init__(self) -> None:
         if self.start is not None and self.end is not None and self.start > self.end:
             raise FilterError(f"start ({self.start}) is after end ({self.end})")
-        channels = tuple(sorted({c.strip() for c in self.channels}))
-        if any(not c for c in channels):
-            raise FilterError("channel must not be empty")
-        if len(channels) > MAX_CHANNELS:
-            raise FilterError(f"at most {MAX_CHANNELS} channels")
-        if any(len(c) > MAX_TEXT for c in channels):
-            raise FilterError(f"channel longer than {MAX_TEXT} characters")
-        if any("\x00" in c for c in channels) or "\x00" in (self.campaign or ""):
-            # no stored value has one (Postgres text cannot hold NUL): a client error, not the
-            # database's failure
-            raise FilterError("channel and campaign must not contain NUL characters")
-        object.__setattr__(self, "channels", channels)
-        mediums = tuple(sorted({m.strip().casefold() for m in self.mediums}))
-        if any(not m or len(m) > MAX_TEXT or "\x00" in m for m in mediums):
-            raise FilterError(f"medium must be 1 to {MAX_TEXT} characters")
-        if len(mediums) > MAX_CHANNELS:
-            raise FilterError(f"at most {MAX_CHANNELS} mediums")
-        object.__setattr__(self, "mediums", mediums)
+        object.__setattr__(self, "channels", _labels(self.channels, "channel"))
+        object.__setattr__(self, "mediums",
+                           _labels((m.casefold() for m in self.mediums), "medium"))
         if self.campaign is not None:
             campaign = self.campaign.strip()
             if not campaign or len(campaign) > MAX_TEXT:
                 raise FilterError(f"campaign must be 1 to {MAX_TEXT} characters")
+            if "\x00" in campaign:
+                raise FilterError(_NUL.format("campaign"))
             object.__setattr__(self, "campaign", campaign)
 
     def conditions(self, *, channel: str | None = None) -> sql.Composable:
@@ -233,9 +239,10 @@ def page(conn: psycopg.Connection, filt: ReportFilter, limit: int,
 # rates never rise from one stage to the next. Stage times are seconds from the lead's first
 # message (lead_at) to the booking / transaction; percentiles are continuous (interpolated, as
 # percentile_cont), over the leads with an observed booking / transaction (NULLs are ignored).
-_AGGREGATES = sql.SQL("""
+_BOOKED = "count(*) FILTER (WHERE booking_at IS NOT NULL OR transaction_at IS NOT NULL)"
+_AGGREGATES = sql.SQL(f"""
        count(*) AS leads,
-       count(*) FILTER (WHERE booking_at IS NOT NULL OR transaction_at IS NOT NULL) AS bookings,
+       {_BOOKED} AS bookings,
        count(transaction_at) AS transactions,
        coalesce(sum(transaction_value), 0)::bigint AS revenue_sum,
        round(avg(transaction_value))::bigint AS revenue_average,
@@ -296,9 +303,7 @@ def channel_counts(conn: psycopg.Connection) -> list[dict[str, Any]]:
     order: the cheap part of `summary` (no percentiles), for what runs after every drain (the
     Dagster funnel metadata) and the demo's closing table."""
     rows = conn.execute(
-        "SELECT channel, count(*), "
-        "count(*) FILTER (WHERE booking_at IS NOT NULL OR transaction_at IS NOT NULL), "
-        "count(transaction_at), "
+        f"SELECT channel, count(*), {_BOOKED}, count(transaction_at), "
         "coalesce(sum(transaction_value), 0)::bigint FROM funnel GROUP BY 1 ORDER BY 1"
     ).fetchall()
     return [{"channel": c, "leads": n, "bookings": b, "transactions": t, "revenue": v}

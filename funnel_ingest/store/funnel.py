@@ -245,24 +245,30 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
     """Store and classify a batch, then bring the funnel of the customers it touched up to date."""
     if not messages:
         return BatchResult()
-    t0 = time.perf_counter()
-    rows = message_rows(messages, classifier)
-    return process_rows(conn, rows, classifier.tz, rules=rules,
-                        classified_seconds=time.perf_counter() - t0)
+    # classified while COPY streams them (no second copy of the batch in memory)
+    return process_rows(conn, _message_rows(messages, classifier, classifier.tz),
+                        classifier.tz, rules=rules)
 
 
-def process_rows(conn: psycopg.Connection, rows: Sequence[tuple], tz: ZoneInfo, *,
-                 rules: CycleRules = DEFAULT_RULES, classified_seconds: float = 0.0
+def process_rows(conn: psycopg.Connection, rows: Iterable[tuple], tz: ZoneInfo, *,
+                 rules: CycleRules = DEFAULT_RULES, classified_seconds: float | None = None
                  ) -> BatchResult:
-    """`process_messages` for rows `message_rows` made (maybe in another process)."""
-    result = BatchResult(received=len(rows))
-    if not rows:
-        return result
-    result.days = {row[_MESSAGE_DATE] for row in rows}
+    """`process_messages` for rows `message_rows` made (maybe in another process), or a
+    generator of them (classified during the COPY: `classified_seconds` None)."""
+    result = BatchResult()
+
+    def counted() -> Iterator[tuple]:
+        for row in rows:
+            result.received += 1
+            result.days.add(row[_MESSAGE_DATE])
+            yield row
+
     t0 = time.perf_counter()
     _staging_like(conn, "stage_messages", "classified_messages", MESSAGE_COLUMNS)
-    _copy(conn, "stage_messages", MESSAGE_COLUMNS, rows)
+    _copy(conn, "stage_messages", MESSAGE_COLUMNS, counted())
     t1 = time.perf_counter()
+    if not result.received:
+        return result
     cols = ", ".join(MESSAGE_COLUMNS)
     _empty_touched(conn)
     result.inserted_by_day = dict(conn.execute(
@@ -280,8 +286,9 @@ def process_rows(conn: psycopg.Connection, rows: Sequence[tuple], tz: ZoneInfo, 
     t2 = time.perf_counter()
     _recompute_touched(conn, tz, rules, result)
     t3 = time.perf_counter()
-    result.seconds = {"classify": classified_seconds, "copy": t1 - t0, "insert": t2 - t1,
-                      "funnel": t3 - t2}
+    copied = ({"classify+copy": t1 - t0} if classified_seconds is None else
+              {"classify": classified_seconds, "copy": t1 - t0})
+    result.seconds = {**copied, "insert": t2 - t1, "funnel": t3 - t2}
     return result
 
 
@@ -416,8 +423,7 @@ def _resumed_funnels(conn: psycopg.Connection, rules: CycleRules
         if at is None:  # the stored cycle's opening is gone: recompute this one from the start
             lost.append(key)
             continue
-        campaigns = [m for m in msgs[:at] if m.direction != "inbound"
-                     and m.channel_hint == "campaign_blast"]
+        campaigns = [m for m in msgs[:at] if m.is_campaign]
         resume = Resume(cycle, phone, campaigns[-1] if campaigns else None)
         yield key, customer_funnel(key, msgs[at:], rules, resume)
     if lost:

@@ -250,8 +250,7 @@ def test_resuming_at_any_cycle_opening_gives_the_same_later_cycles():
         for k in range(2, len(full.leads) + 1):
             lead = full.leads[k - 1]
             at = next(i for i, m in enumerate(ordered) if lead_id(key, m) == lead.lead_id)
-            campaigns = [m for m in ordered[:at] if m.direction == "outbound"
-                         and m.channel_hint == "campaign_blast"]
+            campaigns = [m for m in ordered[:at] if m.is_campaign]
             resume = Resume(k, full.leads[k - 2].phone, campaigns[-1] if campaigns else None)
             tail = customer_funnel(key, ordered[at:], resume=resume)
             assert tail.leads == full.leads[k - 1:], (key, k)

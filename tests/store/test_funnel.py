@@ -18,10 +18,20 @@ SIM = simulate(40, seed=11, start=datetime(2025, 9, 1, tzinfo=timezone.utc), day
 MESSAGES = [s.message for s in SIM.messages]
 
 
-def run_batches(conn, classifier, batches) -> None:
+def run_batches(conn, classifier, batches) -> int:
+    """Process each batch in its own transaction; how many customer recomputes resumed from a
+    later cycle."""
+    resumed = 0
     for batch in batches:
         with conn.transaction():
-            store.process_messages(conn, batch, classifier)
+            resumed += store.process_messages(conn, batch, classifier).resumed
+    return resumed
+
+
+def assert_funnel_is(conn, expected) -> None:
+    """The funnel and transaction rows are `expected` (those of `in_order_funnel`)."""
+    assert funnel_rows(conn) == expected[0]
+    assert transaction_rows(conn) == expected[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,28 +85,17 @@ def test_any_permutation_with_duplicates_in_any_batches_gives_the_same_funnel(
                                      unique=True)))
     bounds = [0, *cuts, len(deliveries)]
     run_batches(funnel_db, classifier, [deliveries[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
-    assert funnel_rows(funnel_db) == in_order_funnel[0]
-    assert transaction_rows(funnel_db) == in_order_funnel[1]
-
-
-def _process(conn, classifier, batches) -> int:
-    """Run the batches; how many customer recomputes resumed from a later cycle."""
-    resumed = 0
-    for batch in batches:
-        with conn.transaction():
-            resumed += store.process_messages(conn, batch, classifier).resumed
-    return resumed
+    assert_funnel_is(funnel_db, in_order_funnel)
 
 
 def test_batches_in_time_order_resume_from_the_current_cycle(funnel_db, classifier,
                                                               in_order_funnel):
     # a drain keeping up: each batch holds the next minutes of traffic, so repeat customers'
     # recomputes start at their latest cycle, reading only that cycle's messages
-    resumed = _process(funnel_db, classifier,
-                       [MESSAGES[i:i + 25] for i in range(0, len(MESSAGES), 25)])
+    resumed = run_batches(funnel_db, classifier,
+                          [MESSAGES[i:i + 25] for i in range(0, len(MESSAGES), 25)])
     assert resumed > 0
-    assert funnel_rows(funnel_db) == in_order_funnel[0]
-    assert transaction_rows(funnel_db) == in_order_funnel[1]
+    assert_funnel_is(funnel_db, in_order_funnel)
 
 
 @hsettings(max_examples=15, deadline=None,
@@ -116,9 +115,8 @@ def test_late_messages_reaching_back_into_closed_cycles_give_the_same_funnel(
     rng.shuffle(late)
     batches = [on_time[i:i + size] for i in range(0, len(on_time), size)]
     batches += [late[i:i + size] for i in range(0, len(late), size)]
-    _process(funnel_db, classifier, batches)
-    assert funnel_rows(funnel_db) == in_order_funnel[0]
-    assert transaction_rows(funnel_db) == in_order_funnel[1]
+    run_batches(funnel_db, classifier, batches)
+    assert_funnel_is(funnel_db, in_order_funnel)
 
 
 def test_agent_message_before_its_room_is_known_joins_the_customer_later(funnel_db, classifier):
@@ -178,7 +176,6 @@ def test_a_drain_of_many_batches_classifies_ahead_in_a_worker_and_gives_the_same
     assert rep.pipelined == rep.batches - 1          # every batch after the first, ahead
     assert rep.bad_entries == 1 and rep.stages["classify"] > 0
     assert r.xlen("funnel:messages") == 0
-    assert funnel_rows(funnel_db) == in_order_funnel[0]
-    assert transaction_rows(funnel_db) == in_order_funnel[1]
+    assert_funnel_is(funnel_db, in_order_funnel)
     assert funnel_db.execute("SELECT count(*) FROM dead_letters WHERE reason = "
                              "'bad_stream_entry'").fetchone()[0] == 1
