@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from dagster import DagsterEventType, DagsterRun
@@ -42,13 +43,14 @@ def worker_tags() -> dict[str, str]:
 
 
 def _boot_time() -> float | None:
+    """When the machine booted (epoch seconds), to the hundredth: now minus the uptime (the
+    `btime` of /proc/stat is truncated to the second, which made a process started 2.5 s after
+    a run look as if started 1.7 s after it)."""
     try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - uptime
 
 
 def process_started_at(pid: int) -> float | None:

@@ -56,22 +56,17 @@ class NormalizedMessage:
 
     @classmethod
     def from_fields(cls, data: dict[str | bytes, str | bytes]) -> NormalizedMessage:
-        d = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in data.items()
-        }
+        """The inverse of `to_fields` (a stream entry's fields, bytes or str); fields this
+        version does not know are ignored."""
         kwargs: dict = {}
-        for f in fields(cls):
-            if f.name not in d:
+        for k, v in data.items():
+            name = k.decode() if k.__class__ is bytes else k
+            if name not in _MESSAGE_FIELD_SET:
                 continue
-            value: object = d[f.name]
-            if f.name in ("sent_at", "received_at"):
-                value = datetime.fromisoformat(str(value))
-            elif f.name == "referral":
-                value = orjson.loads(str(value))
-            elif f.name == "raw_line":
-                value = int(str(value))
-            kwargs[f.name] = value
+            value: object = v.decode() if v.__class__ is bytes else v
+            if name in _PARSED_FIELDS:
+                value = _PARSED_FIELDS[name](value)
+            kwargs[name] = value
         return cls(**kwargs)
 
 
@@ -171,5 +166,8 @@ def _flat_fields(item: object, names: tuple[str, ...]) -> dict[str, str]:
 
 
 _MESSAGE_FIELDS = tuple(f.name for f in fields(NormalizedMessage))
+_MESSAGE_FIELD_SET = frozenset(_MESSAGE_FIELDS)
+_PARSED_FIELDS = {"sent_at": datetime.fromisoformat, "received_at": datetime.fromisoformat,
+                  "referral": orjson.loads, "raw_line": int}
 _STATUS_FIELDS = tuple(f.name for f in fields(StatusEvent))
 _DEAD_FIELDS = tuple(f.name for f in fields(DeadLetter))

@@ -177,10 +177,11 @@ def free_port() -> int:
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of `pid` (Linux /proc)."""
+    """Direct children of `pid` (Linux /proc): those of each of its threads (a child started
+    from another thread than the main one is listed under that thread)."""
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        return [int(p) for p in text.split()]
+        return [int(p) for task in Path(f"/proc/{pid}/task").iterdir()
+                for p in (task / "children").read_text().split()]
     except (OSError, ValueError):
         out = []
         for entry in Path("/proc").iterdir():

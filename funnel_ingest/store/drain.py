@@ -7,23 +7,29 @@ range to be processed again (idempotent: the unique message key drops what was s
 it stored already. `funnel drain` and the Dagster job both call `drain_range`.
 
 A range of more than one batch is pipelined: while Postgres stores batch N (COPY, insert,
-funnel recompute), a worker process reads batch N+1's entries and classifies them into COPY
-rows, so classification runs on the second core. A range of one batch (the sensor's usual
-micro-batch) is classified in-process: starting a worker costs more than it saves there.
+funnel recompute), a worker process reads batch N+1's entries from Redis, classifies them and
+formats them as COPY data, so this process only hands bytes to Postgres and recomputes the
+funnel, and reading and classifying run on the second core. A range of one batch (the
+sensor's usual micro-batch) is read in-process: starting a worker costs more than it saves
+there.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from zoneinfo import ZoneInfo
 
 import psycopg
 import redis
+from psycopg.conninfo import make_conninfo
 
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.cycles import DEFAULT_RULES, CycleRules
@@ -32,8 +38,8 @@ from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent, t
 from funnel_ingest.store.funnel import (
     BatchResult,
     lock_writers,
-    message_rows,
-    process_rows,
+    message_copy,
+    process_copy,
     store_dead_letters,
     store_statuses,
 )
@@ -51,7 +57,7 @@ class DrainReport:
     bad_entries: int = 0
     customers: int = 0
     resumed: int = 0      # of them, recomputed from a later cycle (store.funnel)
-    pipelined: int = 0    # batches classified in the worker while the one before was stored
+    pipelined: int = 0    # batches read in the worker while the one before was stored
     last_id: str | None = None
     days: set = field(default_factory=set)
     seconds: float = 0.0
@@ -72,45 +78,88 @@ def _save_offset(conn: psycopg.Connection, stream: str, last_id: str) -> None:
         (stream, last_id))
 
 
-Parsed = tuple[list[tuple], list[tuple[str, DeadLetter]], float]
-"""A batch of message entries as COPY rows, its bad entries (dead letters) and the seconds it
-took to classify."""
+@dataclass
+class Batch:
+    """A range of a message stream read and classified, ready for `process_copy`."""
+
+    entries: int                   # stream entries read
+    last_id: str | None
+    data: bytes                    # the message rows as COPY data
+    rows: int
+    days: set[date]                # the rows' business dates
+    bad: list[tuple[str, DeadLetter]]   # entries that are no message (with their stream ids)
+    seconds: dict[str, float]      # read, classify (with formatting)
 
 
-def classify_entries(entries: list, classifier: Classifier) -> Parsed:
-    """Message stream entries -> COPY rows (classified) and dead letters for bad entries."""
-    t = time.perf_counter()
-    messages, bad = [], []
-    for entry_id, fields in entries:
-        try:
-            messages.append(NormalizedMessage.from_fields(fields))
-        except (KeyError, ValueError, TypeError) as exc:
-            bad.append((text(entry_id), DeadLetter(
-                text(fields.get(b"source", b"?")), "bad_stream_entry", str(exc),
-                text(fields.get(b"message_id", b"")) or None,
-                text(fields.get(b"raw_key", b"")))))
-    return message_rows(messages, classifier), bad, time.perf_counter() - t
+def read_batch(r: redis.Redis, stream: str, after_id: str, until_id: str, count: int,
+               classifier: Classifier, cursor: psycopg.Cursor) -> Batch:
+    """Up to `count` entries of `stream` after `after_id` (up to `until_id`), classified into
+    COPY data (`cursor` lends psycopg's adapters; nothing is sent to its server)."""
+    t0 = time.perf_counter()
+    entries = r.xrange(stream, min=f"({after_id}", max=until_id, count=count)
+    t1 = time.perf_counter()
+    bad: list[tuple[str, DeadLetter]] = []
+
+    def messages() -> Iterator[NormalizedMessage]:
+        for entry_id, fields in entries:
+            try:
+                yield NormalizedMessage.from_fields(fields)
+            except (KeyError, ValueError, TypeError) as exc:
+                bad.append((text(entry_id), DeadLetter(
+                    text(fields.get(b"source", b"?")), "bad_stream_entry", str(exc),
+                    text(fields.get(b"message_id", b"")) or None,
+                    text(fields.get(b"raw_key", b"")))))
+
+    data, rows, days = message_copy(cursor, messages(), classifier)
+    return Batch(len(entries), text(entries[-1][0]) if entries else None, data, rows, days, bad,
+                 {"read": t1 - t0, "classify": time.perf_counter() - t1})
 
 
-_worker_classifier: Classifier | None = None
+class _Reader:
+    """The worker process's state: its own Redis client, classifier and a Postgres connection
+    whose adapters format the COPY data."""
+
+    redis: redis.Redis
+    classifier: Classifier
+    conn: psycopg.Connection
 
 
-def _start_worker(keywords: tuple, version: str, tz: str, cache_size: int) -> None:
-    global _worker_classifier
-    _worker_classifier = Classifier(list(keywords), version, ZoneInfo(tz), cache_size)
+def _start_reader(redis_kwargs: dict, keywords: tuple, version: str, tz: str, cache_size: int,
+                  conninfo: str) -> None:
+    _Reader.redis = redis.Redis(connection_pool=redis.ConnectionPool(**redis_kwargs))
+    _Reader.classifier = Classifier(list(keywords), version, ZoneInfo(tz), cache_size)
+    _Reader.conn = psycopg.connect(conninfo, autocommit=True)
+    # A batch allocates millions of short-lived objects and no cycles worth finding: the cyclic
+    # collector, left on, would scan them again and again (a sixth of the worker's time); it
+    # runs once after each batch instead, over the batch's garbage only (what exists now, the
+    # classifier's tables included, is frozen out of its scans).
+    gc.freeze()
+    gc.disable()
 
 
-def _classify_in_worker(entries: list) -> Parsed:
-    assert _worker_classifier is not None
-    return classify_entries(entries, _worker_classifier)
+def _read_in_worker(stream: str, after_id: str, until_id: str, count: int) -> Batch:
+    try:
+        return read_batch(_Reader.redis, stream, after_id, until_id, count,
+                          _Reader.classifier, _Reader.conn.cursor())
+    finally:
+        gc.collect()
 
 
-def _classifier_worker(classifier: Classifier) -> ProcessPoolExecutor:
-    """One worker process holding the same classifier (spawned: the caller may have threads)."""
+def _reader_worker(r: redis.Redis, conn: psycopg.Connection,
+                   classifier: Classifier) -> ProcessPoolExecutor:
+    """One worker process that reads and classifies the next batch while this process stores
+    the current one (spawned: the caller may have threads), with the same classifier, Redis
+    server and database."""
+    pool = r.connection_pool
+    redis_kwargs = {k: v for k, v in pool.connection_kwargs.items()
+                    if v is None or isinstance(v, (str, int, float, bool))}
+    redis_kwargs["connection_class"] = pool.connection_class
+    password = conn.info.password
+    conninfo = make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
     return ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-        initargs=(classifier.keywords, classifier.version, classifier.tz.key,
-                  classifier.cache_size))
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_reader,
+        initargs=(redis_kwargs, classifier.keywords, classifier.version, classifier.tz.key,
+                  classifier.cache_size, conninfo))
 
 
 def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: str,
@@ -133,64 +182,85 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
         log.warning("%s: offset %s is behind this range's start %s: an earlier range did not "
                     "commit; processing it first", stream, cursor, after_id)
     worker: ProcessPoolExecutor | None = None
-    upcoming: Future[Parsed] | None = None
+    upcoming: Future[Batch] | None = None
     try:
-        entries = r.xrange(stream, min=f"({cursor}", max=until_id, count=batch_size)
-        while entries:
-            last_id = text(entries[-1][0])
-            parsed: Parsed | None = None
-            following: list = []
+        while True:
             if kind == "messages":
                 assert classifier is not None
                 if upcoming is not None:
-                    parsed, upcoming = upcoming.result(), None
+                    batch, upcoming = upcoming.result(), None
                     report.pipelined += 1
                 else:
-                    parsed = classify_entries(entries, classifier)
-                if len(entries) == batch_size:
-                    # the next batch is classified in the worker while this one is stored
-                    following = r.xrange(stream, min=f"({last_id}", max=until_id,
-                                         count=batch_size)
-                    if following:
-                        worker = worker or _classifier_worker(classifier)
-                        upcoming = worker.submit(_classify_in_worker, following)
-            with conn.transaction():
-                if parsed is not None:
-                    rows, bad, classify_seconds = parsed
+                    batch = read_batch(r, stream, cursor, until_id, batch_size, classifier,
+                                       conn.cursor())
+                if not batch.entries:
+                    break
+                entries, last_id = batch.entries, batch.last_id
+                if entries == batch_size:
+                    # more may follow: the worker reads and classifies them meanwhile
+                    worker = worker or _reader_worker(r, conn, classifier)
+                    upcoming = worker.submit(_read_in_worker, stream, last_id, until_id,
+                                             batch_size)
+            else:
+                t = time.perf_counter()
+                items = r.xrange(stream, min=f"({cursor}", max=until_id, count=batch_size)
+                _add(report.stages, {"read": time.perf_counter() - t})
+                if not items:
+                    break
+                entries, last_id = len(items), text(items[-1][0])
+            with conn.transaction(), _collector_paused():
+                if kind == "messages":
                     lock_writers(conn, exclusive=False)  # a full rebuild waits, or is waited for
-                    res = process_rows(conn, rows, classifier.tz, rules=rules,
-                                       classified_seconds=classify_seconds)
-                    store_dead_letters(conn, bad)
+                    res = process_copy(conn, batch.data, batch.rows, batch.days, classifier.tz,
+                                       rules=rules, seconds=batch.seconds)
+                    store_dead_letters(conn, batch.bad)
                     report.inserted += res.inserted
                     report.duplicates += res.duplicates
                     report.customers += res.customers
                     report.resumed += res.resumed
                     report.days |= res.days
-                    report.bad_entries += len(bad)
-                    for k, v in res.seconds.items():
-                        report.stages[k] = report.stages.get(k, 0.0) + v
+                    report.bad_entries += len(batch.bad)
+                    _add(report.stages, res.seconds)
                     if on_batch:
                         on_batch(res)
                 elif kind == "statuses":
                     report.inserted += store_statuses(
-                        conn, [StatusEvent.from_fields(f) for _, f in entries])
+                        conn, [StatusEvent.from_fields(f) for _, f in items])
                 else:
                     report.inserted += store_dead_letters(
-                        conn, [(text(i), DeadLetter.from_fields(f)) for i, f in entries])
+                        conn, [(text(i), DeadLetter.from_fields(f)) for i, f in items])
                 _save_offset(conn, stream, last_id)
             # committed: the range may leave the stream now
+            t = time.perf_counter()
             if trim:
                 r.xtrim(stream, minid=next_id(last_id), approximate=False)
+            _add(report.stages, {"trim": time.perf_counter() - t})
             report.batches += 1
-            report.entries += len(entries)
-            report.last_id = last_id
-            cursor = last_id
-            if len(entries) < batch_size:
+            report.entries += entries
+            report.last_id = cursor = last_id
+            if entries < batch_size:
                 break
-            entries = following if kind == "messages" else r.xrange(
-                stream, min=f"({cursor}", max=until_id, count=batch_size)
     finally:
         if worker is not None:
             worker.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is stored: the funnel's recompute makes
+    hundreds of thousands of short-lived objects, which the collector would otherwise scan
+    over and over along with everything the process holds."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _add(totals: dict[str, float], seconds: dict[str, float]) -> None:
+    for k, v in seconds.items():
+        totals[k] = totals.get(k, 0.0) + v

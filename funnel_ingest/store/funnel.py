@@ -19,15 +19,18 @@ All of it runs in the caller's transaction.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import combinations
 from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
+from psycopg.copy import Copy, FileWriter
 
 from funnel_ingest.engine import channels
 from funnel_ingest.engine.classify import Classifier
@@ -68,6 +71,9 @@ _CYCLE_SELECT = """
            m.opening_keyword, m.campaign_id, m.ad_id, m.requested_date, m.medium
       FROM classified_messages m
 """
+_CYCLE_TYPES = ("text", "bigint", "text", "text", "text", "timestamptz", "text", "text[]", "bool",
+                "numeric", "text", "text", "text", "text", "text", "text", "date", "text")
+"""The types of `_CYCLE_SELECT`'s columns, as its binary COPY needs them."""
 
 
 @dataclass
@@ -173,30 +179,68 @@ def _json(value: object) -> str | None:
     return orjson.dumps(_without_nul(value)).decode() if value else None
 
 
-def message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier
+def message_rows(messages: Iterable[NormalizedMessage], classifier: Classifier
                  ) -> list[tuple]:
-    """The COPY rows of `messages` (classified): what `process_rows` stores. Pure CPU work, so
-    a drain computes the next batch's rows in a worker process (store.drain)."""
-    return list(_message_rows(messages, classifier, classifier.tz))
+    """The COPY rows of `messages` (classified): what `process_rows` stores."""
+    return [_row(values) for values in _message_values(messages, classifier, classifier.tz)]
 
 
-_MESSAGE_DATE = MESSAGE_COLUMNS.index("message_date")
+MESSAGE_DATE = MESSAGE_COLUMNS.index("message_date")
 
 
-def _message_rows(messages: Sequence[NormalizedMessage], classifier: Classifier,
-                  tz: ZoneInfo) -> Iterator[tuple]:
+def _message_values(messages: Iterable[NormalizedMessage], classifier: Classifier,
+                    tz: ZoneInfo) -> Iterator[tuple]:
+    """The values of each message's row, classified (NUL not removed yet: `_row`)."""
     for m in messages:
         c = classifier.classify_message(m)
         labels = channels.settled(m.source, m.channel_hint, m.medium, m.room_channel)
-        yield _row((
+        yield (
             m.source, m.message_id, m.room_key, m.room_id, m.customer_key, m.phone, m.user_id,
             m.direction, m.sender_type, m.sent_at, m.sent_at.astimezone(tz).date(),
             m.received_at, m.text, m.message_type, labels.channel,
             m.room_channel, labels.medium, m.campaign_id, m.ad_id, _json(m.referral),
             m.context_id,
-            m.raw_key, m.raw_line, list(c.stages), list(c.keywords), c.opening_keyword,
-            c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version,
-        ))
+            m.raw_key, m.raw_line, _STAGE_ARRAYS[c.stages], list(c.keywords),
+            c.opening_keyword, c.opening_channel, c.payment, c.amount, c.requested_date,
+            c.keyword_version,
+        )
+
+
+def _message_rows(messages: Iterable[NormalizedMessage], classifier: Classifier,
+                  tz: ZoneInfo) -> Iterator[tuple]:
+    for values in _message_values(messages, classifier, tz):
+        yield _row(values)
+
+
+_STAGE_ARRAYS = {stages: "{" + ",".join(stages) + "}"
+                 for n in range(len(STAGES) + 1) for stages in combinations(STAGES, n)}
+"""Every `Classification.stages` (a sub-sequence of STAGES, in order) as its `text[]` literal:
+the one array per row that is written ready-made (psycopg's list dumper is the costliest part
+of a row). A stage is a plain word, so the literal needs no quoting."""
+
+
+def message_copy(cursor: psycopg.Cursor, messages: Iterable[NormalizedMessage],
+                 classifier: Classifier) -> tuple[bytes, int, set[date]]:
+    """The COPY data (text format) of `messages`' rows for `MESSAGE_COLUMNS`, their count and
+    business dates: a batch ready for `process_copy`, made by whichever process classified it.
+    `cursor` only lends psycopg's adapters: nothing is sent to its server."""
+    messages = list(messages)
+    try:
+        return _format_rows(cursor, _message_values(messages, classifier, classifier.tz))
+    except psycopg.DataError:
+        # a string holding NUL (psycopg refuses them): the batch again, NUL removed
+        return _format_rows(cursor, _message_rows(messages, classifier, classifier.tz))
+
+
+def _format_rows(cursor: psycopg.Cursor, rows: Iterable[tuple]) -> tuple[bytes, int, set[date]]:
+    buffer = io.BytesIO()
+    count, days = 0, set()
+    with Copy(cursor, binary=False, writer=FileWriter(buffer)) as copy:
+        for row in rows:
+            copy.write_row(row)
+            days.add(row[MESSAGE_DATE])
+            count += 1
+    return buffer.getvalue(), count, days
 
 
 def message_key(m: NormalizedMessage) -> tuple[str, str, str]:
@@ -251,24 +295,45 @@ def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMess
 
 
 def process_rows(conn: psycopg.Connection, rows: Iterable[tuple], tz: ZoneInfo, *,
-                 rules: CycleRules = DEFAULT_RULES, classified_seconds: float | None = None
-                 ) -> BatchResult:
-    """`process_messages` for rows `message_rows` made (maybe in another process), or a
-    generator of them (classified during the COPY: `classified_seconds` None)."""
+                 rules: CycleRules = DEFAULT_RULES) -> BatchResult:
+    """`process_messages` for rows `message_rows` made, or a generator of them (classified
+    during the COPY)."""
     result = BatchResult()
 
     def counted() -> Iterator[tuple]:
         for row in rows:
             result.received += 1
-            result.days.add(row[_MESSAGE_DATE])
+            result.days.add(row[MESSAGE_DATE])
             yield row
 
     t0 = time.perf_counter()
     _staging_like(conn, "stage_messages", "classified_messages", MESSAGE_COLUMNS)
     _copy(conn, "stage_messages", MESSAGE_COLUMNS, counted())
-    t1 = time.perf_counter()
+    return _apply_stage(conn, tz, rules, result, {"classify+copy": time.perf_counter() - t0})
+
+
+def process_copy(conn: psycopg.Connection, data: bytes, count: int, days: set[date],
+                 tz: ZoneInfo, *, rules: CycleRules = DEFAULT_RULES,
+                 seconds: dict[str, float] | None = None) -> BatchResult:
+    """`process_messages` for a batch `message_copy` made ready (maybe in another process):
+    `count` rows of COPY data whose business dates are `days`. `seconds`: the stages it took to
+    make, reported with the batch's."""
+    result = BatchResult(received=count, days=set(days))
+    t0 = time.perf_counter()
+    _staging_like(conn, "stage_messages", "classified_messages", MESSAGE_COLUMNS)
+    with conn.cursor() as cur, cur.copy(
+            f"COPY stage_messages ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN") as copy:
+        copy.write(data)
+    return _apply_stage(conn, tz, rules, result,
+                        {**(seconds or {}), "copy": time.perf_counter() - t0})
+
+
+def _apply_stage(conn: psycopg.Connection, tz: ZoneInfo, rules: CycleRules,
+                 result: BatchResult, seconds: dict[str, float]) -> BatchResult:
+    """Store the new messages of `stage_messages` and recompute their customers' funnel."""
     if not result.received:
         return result
+    t1 = time.perf_counter()
     cols = ", ".join(MESSAGE_COLUMNS)
     _empty_touched(conn)
     result.inserted_by_day = dict(conn.execute(
@@ -286,9 +351,7 @@ def process_rows(conn: psycopg.Connection, rows: Iterable[tuple], tz: ZoneInfo, 
     t2 = time.perf_counter()
     _recompute_touched(conn, tz, rules, result)
     t3 = time.perf_counter()
-    copied = ({"classify+copy": t1 - t0} if classified_seconds is None else
-              {"classify": classified_seconds, "copy": t1 - t0})
-    result.seconds = {**copied, "insert": t2 - t1, "funnel": t3 - t2}
+    result.seconds = {**seconds, "insert": t2 - t1, "funnel": t3 - t2}
     return result
 
 
@@ -300,7 +363,9 @@ def _refresh_statistics(conn: psycopg.Connection, inserted: int) -> None:
     conn.execute("ANALYZE touched_customers")
     estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'classified_messages'"
                             "::regclass").fetchone()[0]
-    if inserted > 0.1 * max(estimate, 0) + 1000:
+    if inserted > max(estimate, 0) + 1000:
+        # the table (at least) doubled: a backlog into a new table is analyzed a few times,
+        # not on every batch (the planner scales the row estimate by the table's size itself)
         conn.execute("ANALYZE classified_messages")
 
 
@@ -328,13 +393,16 @@ def _resolve_rooms(conn: psycopg.Connection) -> None:
 
 def _cycle_rows(conn: psycopg.Connection, where: str,
                 params: Sequence[object] = ()) -> Iterator[tuple[str, list[CycleMessage]]]:
-    """Each customer's messages, streamed from a server-side cursor in customer order."""
-    with conn.cursor(name="cycle_rows") as cur:
-        cur.itersize = 20_000
-        cur.execute(f"{_CYCLE_SELECT} {where} ORDER BY m.customer_key", params)
-        key: str | None = None
-        batch: list[CycleMessage] = []
-        for row in cur:
+    """Each customer's messages in customer order, streamed by a binary COPY (the cheapest way
+    out of Postgres: no cursor round trips, rows parsed in C). The connection is busy until
+    the last customer is consumed."""
+    key: str | None = None
+    batch: list[CycleMessage] = []
+    with conn.cursor() as cur, cur.copy(
+            f"COPY ({_CYCLE_SELECT} {where} ORDER BY m.customer_key) TO STDOUT (FORMAT BINARY)",
+            params or None) as copy:
+        copy.set_types(_CYCLE_TYPES)
+        for row in copy.rows():
             if row[0] != key:
                 if key is not None:
                     yield key, batch
@@ -342,8 +410,8 @@ def _cycle_rows(conn: psycopg.Connection, where: str,
             batch.append(CycleMessage(row[1], row[2], row[3], row[4], row[5], row[6],
                                       tuple(row[7]), row[8], row[9], row[10], row[11], row[12],
                                       row[13], row[14], row[15], row[16], row[17]))
-        if key is not None:
-            yield key, batch
+    if key is not None:
+        yield key, batch
 
 
 def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo

@@ -179,3 +179,29 @@ def test_a_drain_of_many_batches_classifies_ahead_in_a_worker_and_gives_the_same
     assert_funnel_is(funnel_db, in_order_funnel)
     assert funnel_db.execute("SELECT count(*) FROM dead_letters WHERE reason = "
                              "'bad_stream_entry'").fetchone()[0] == 1
+
+
+def test_a_batch_made_ready_elsewhere_stores_what_the_streamed_path_stores_nul_removed(
+        funnel_db, classifier, in_order_funnel):
+    """`message_copy` (the drain's worker formats a batch as COPY data) and `process_copy` give
+    the rows and funnel of `process_messages`; a text holding NUL (psycopg refuses it in COPY
+    data) costs the batch a second formatting, not the batch."""
+    from dataclasses import replace
+
+    nul = replace(MESSAGES[0], message_id="nul-in-text", text="sudah tf\x00 500rb ya kak")
+    data, count, days = store.message_copy(funnel_db.cursor(), [*MESSAGES, nul], classifier)
+    assert count == len(MESSAGES) + 1 and b"\x00" not in data
+    assert days == {m.sent_at.astimezone(classifier.tz).date() for m in [*MESSAGES, nul]}
+    with funnel_db.transaction():
+        res = store.process_copy(funnel_db, data, count, days, classifier.tz)
+    assert res.inserted == count and res.received == count
+    assert funnel_db.execute("SELECT text FROM classified_messages WHERE message_id = "
+                             "'nul-in-text'").fetchone()[0] == "sudah tf 500rb ya kak"
+    columns = ", ".join(c for c in store.MESSAGE_COLUMNS if c != "text")
+    ready = funnel_db.execute(f"SELECT {columns} FROM classified_messages "
+                              "WHERE message_id <> 'nul-in-text' ORDER BY 1, 2, 3").fetchall()
+    empty_engine_tables(funnel_db)
+    run_batches(funnel_db, classifier, [MESSAGES])
+    streamed = funnel_db.execute(f"SELECT {columns} FROM classified_messages "
+                                 "ORDER BY 1, 2, 3").fetchall()
+    assert ready == streamed
