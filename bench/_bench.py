@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,3 +135,26 @@ def machine_busy_seconds() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     return (sum(values[:8]) - idle) / _TICK, sum(values[:8]) / _TICK
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process and its descendants together (worker processes
+    included), sampled every 50 ms until `stop()`."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_mb = pid, 0.0
+        self._stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        from funnel_ingest.local.processes import rss_mb
+        while not self._stopped.is_set():
+            self.peak_mb = max(self.peak_mb, rss_mb(process_tree(self.pid)))
+            self._stopped.wait(0.05)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MiB."""
+        self._stopped.set()
+        self.join()
+        return self.peak_mb

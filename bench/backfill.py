@@ -10,7 +10,8 @@ with the code location's own asset job (single-run backfill policy, the path of 
 and of `funnel backfill`) twice against a fresh bench database: first with empty tables (every
 message restored from the archive, as after a Redis loss), then again (everything stored:
 re-classification only, as after a keyword change). Prints the time, archive objects read,
-messages/s and the process's peak RSS.
+messages/s, the seconds of the restore and re-classify steps and the peak RSS of the backfill's
+processes (the run's and its archive readers').
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import multiprocessing
 import os
 import random
-import resource
 import sys
 import time
 import uuid
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _bench import fresh_database, stack_env  # noqa: E402
+from _bench import RssSampler, fresh_database, stack_env  # noqa: E402
 
 
 def write_archive(env: dict[str, str], bucket: str, days: int, customers: int, seed: int
@@ -131,12 +131,14 @@ def main() -> None:
     get_settings.cache_clear()
     try:
         for label in ("restore + re-classify (empty tables)", "re-classify (all stored)"):
+            sampler = RssSampler(os.getpid())  # this process and the backfill's workers
             seconds, meta = run_backfill(first, last)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rss = sampler.stop()
             print(f"{label}: one run over {first} .. {last} in {seconds:.1f} s "
                   f"({meta['archive_objects_read']:,} objects, {meta['archived_messages']:,} "
                   f"messages, {meta['archived_messages'] / seconds:,.0f} msgs/s), "
-                  f"peak RSS {rss:,.0f} MiB")
+                  f"peak RSS {rss:,.0f} MiB; restore {meta['restore_seconds']:.1f} s, "
+                  f"re-classify {meta['reclassify_seconds']:.1f} s")
     finally:
         from funnel_ingest import s3
         s3.delete_bucket(s3.client(get_settings()), bucket)

@@ -12,7 +12,8 @@ against an empty bench database, and prints:
   with the copy, insert and funnel stages of the batch before);
 - the CPU seconds of the drain process, its worker, the Postgres server and Redis, and how busy
   the machine's cores were;
-- the peak resident memory of the drain (its process and its worker together), sampled.
+- the peak resident memory of the drain (its process and its worker together), sampled;
+- the time of `funnel rebuild` (the whole funnel recomputed) over the drained messages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,17 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _bench import (  # noqa: E402
+    RssSampler,
     cpu_seconds,
     fresh_database,
     machine_busy_seconds,
-    process_tree,
     redis_db,
     stack_env,
 )
 
 from funnel_ingest.engine.classify import Classifier  # noqa: E402
 from funnel_ingest.engine.keywords import default_csv_path, load_csv  # noqa: E402
-from funnel_ingest.local.processes import rss_mb  # noqa: E402
 from funnel_ingest.simulate.conversations import customers_for_messages, simulate  # noqa: E402
 from funnel_ingest.store import funnel as store  # noqa: E402
 
@@ -88,20 +87,6 @@ def server_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
-class Sampler(threading.Thread):
-    """Peak resident memory of a process tree, sampled every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.peak_mb, self.stopped = pid, 0.0, False
-
-    def run(self) -> None:
-        while not self.stopped:
-            pids = process_tree(self.pid)
-            self.peak_mb = max(self.peak_mb, rss_mb(pids))
-            time.sleep(0.05)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,13 +127,12 @@ def main() -> None:
     busy0, total0 = machine_busy_seconds()
     child = subprocess.Popen([sys.executable, __file__, "--drain-child", "--chunk",
                               str(args.chunk)], stdout=subprocess.PIPE, text=True, env=os.environ)
-    sampler = Sampler(child.pid)
-    sampler.start()
+    sampler = RssSampler(child.pid)
     servers: dict[int, tuple[str, float]] = {}
     while child.poll() is None:  # CPU seconds of the servers' processes, read while they live
         servers.update(server_cpu())
         time.sleep(0.2)
-    sampler.stopped = True
+    peak_mb = sampler.stop()
     busy1, total1 = machine_busy_seconds()
     servers.update(server_cpu())
     if child.returncode:
@@ -169,7 +153,19 @@ def main() -> None:
           + ", ".join(f"{name} {v:.1f} s" for name, v in sorted(used.items()))
           + f"; machine busy {100 * (busy1 - busy0) / (total1 - total0):.0f} % of "
           f"{os.cpu_count()} cores over the drain process' life")
-    print(f"  peak RSS of the drain (process + worker): {sampler.peak_mb:,.0f} MiB")
+    print(f"  peak RSS of the drain (process + worker): {peak_mb:,.0f} MiB")
+
+    # the whole funnel recomputed from the drained messages, as `funnel rebuild` does it
+    t = time.perf_counter()
+    rebuild = subprocess.Popen([str(Path(sys.executable).parent / "funnel"), "rebuild"],
+                               stdout=subprocess.PIPE, text=True, env=os.environ)
+    sampler = RssSampler(rebuild.pid)
+    said = rebuild.communicate()[0].strip()
+    peak_mb = sampler.stop()
+    if rebuild.returncode:
+        sys.exit(f"funnel rebuild failed (exit {rebuild.returncode})")
+    print(f"funnel rebuild:         {out['inserted'] / (time.perf_counter() - t):10,.0f} msgs/s "
+          f"({said}; peak RSS {peak_mb:,.0f} MiB)")
 
     classifier = Classifier(list(load_csv(default_csv_path())), "bench", get_settings().tz)
     rows = store.message_rows(deliveries, classifier)

@@ -88,12 +88,14 @@ def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresRes
         classifier = keyword_store.current_classifier(conn, redis.client(), settings)
         context.log.info(f"backfilling {start} .. {end} ({len(keys)} days) with keyword "
                          f"version {classifier.version}")
-        result = backfill(conn, s3.client(), s3.raw_bucket, classifier, start, end,
+        result = backfill(conn, s3.client_factory(), s3.raw_bucket, classifier, start, end,
                           rules=settings.cycle_rules, log=context.log.info)
         funnel_meta = funnel_metadata(conn)
     for day in result.days:
         context.add_asset_metadata({**day_metadata(day.counts),
                                     "restored_from_archive": day.restored,
+                                    "reclassified": day.reclassified,
+                                    "classification_changed": day.changed,
                                     "customers_updated": day.customers},
                                    partition_key=day.day.isoformat())
     # the funnel of the customers concerned was recomputed by this run
@@ -103,7 +105,8 @@ def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresRes
     return dg.MaterializeResult(metadata={
         "keyword_version": classifier.version, "range": f"{start} .. {end}",
         "archive_objects_read": result.objects, "archived_messages": result.archived,
-        "backfill_seconds": round(result.seconds, 2)})
+        "backfill_seconds": round(result.seconds, 2),
+        **{f"{step}_seconds": round(v, 2) for step, v in result.stages.items()}})
 
 
 FUNNEL_SCHEMA = dg.TableSchema(columns=[

@@ -7,6 +7,8 @@ project's one settings object from them for the engine's functions.
 
 
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -46,8 +48,12 @@ class S3Resource(dg.ConfigurableResource):
     reports_bucket: str = "funnel-reports"
 
     def client(self) -> Any:
-        return s3.client_for(self.endpoint_url, self.access_key_id, self.secret_access_key,
-                             self.region, timeout=30, attempts=3)
+        return self.client_factory()()
+
+    def client_factory(self) -> Callable[[], Any]:
+        """A picklable maker of clients, for worker processes that need their own."""
+        return partial(s3.client_for, self.endpoint_url, self.access_key_id,
+                       self.secret_access_key, self.region, timeout=30, attempts=3)
 
 
 class GoogleSheetsResource(dg.ConfigurableResource):

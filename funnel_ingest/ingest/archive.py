@@ -41,7 +41,7 @@ import orjson
 
 from funnel_ingest import metrics
 from funnel_ingest.ingest.providers import PayloadError, parse
-from funnel_ingest.messages import SOURCES, NormalizedMessage, ParseResult
+from funnel_ingest.messages import SOURCES, ParseResult
 
 log = logging.getLogger(__name__)
 
@@ -260,16 +260,6 @@ def range_keys(s3: Any, bucket: str, start: date, end: date, tz: ZoneInfo,
     last = utc_dates_for(end, tz, lookahead_days)[-1]
     for n in range((last - first).days + 1):
         yield from archive_keys(s3, bucket, first + timedelta(days=n))
-
-
-def archived_messages(s3: Any, bucket: str, start: date, end: date, tz: ZoneInfo,
-                      lookahead_days: int = ARCHIVE_LOOKAHEAD_DAYS
-                      ) -> Iterator[tuple[str, list[NormalizedMessage]]]:
-    """(object key, its messages sent on a business day of [start, end]) for every archive
-    object of the range, one object at a time."""
-    keys = range_keys(s3, bucket, start, end, tz, lookahead_days)
-    for key, part in read_objects(s3, bucket, keys):
-        yield key, [m for m in part.messages if start <= m.sent_at.astimezone(tz).date() <= end]
 
 
 def archive_keys_between(s3: Any, bucket: str, since: datetime, until: datetime) -> list[str]:

@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from zoneinfo import ZoneInfo
 
 import psycopg
 import redis
-from psycopg.conninfo import make_conninfo
 
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.cycles import DEFAULT_RULES, CycleRules
 from funnel_ingest.ingest.stream import next_id, stream_id_key
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent, text
+from funnel_ingest.store import workers
 from funnel_ingest.store.funnel import (
     BatchResult,
     lock_writers,
@@ -115,51 +113,14 @@ def read_batch(r: redis.Redis, stream: str, after_id: str, until_id: str, count:
                  {"read": t1 - t0, "classify": time.perf_counter() - t1})
 
 
-class _Reader:
-    """The worker process's state: its own Redis client, classifier and a Postgres connection
-    whose adapters format the COPY data."""
-
-    redis: redis.Redis
-    classifier: Classifier
-    conn: psycopg.Connection
-
-
-def _start_reader(redis_kwargs: dict, keywords: tuple, version: str, tz: str, cache_size: int,
-                  conninfo: str) -> None:
-    _Reader.redis = redis.Redis(connection_pool=redis.ConnectionPool(**redis_kwargs))
-    _Reader.classifier = Classifier(list(keywords), version, ZoneInfo(tz), cache_size)
-    _Reader.conn = psycopg.connect(conninfo, autocommit=True)
-    # A batch allocates millions of short-lived objects and no cycles worth finding: the cyclic
-    # collector, left on, would scan them again and again (a sixth of the worker's time); it
-    # runs once after each batch instead, over the batch's garbage only (what exists now, the
-    # classifier's tables included, is frozen out of its scans).
-    gc.freeze()
-    gc.disable()
-
-
 def _read_in_worker(stream: str, after_id: str, until_id: str, count: int) -> Batch:
+    state = workers.State
     try:
-        return read_batch(_Reader.redis, stream, after_id, until_id, count,
-                          _Reader.classifier, _Reader.conn.cursor())
+        assert state.redis is not None
+        return read_batch(state.redis, stream, after_id, until_id, count, state.classifier,
+                          state.conn.cursor())
     finally:
-        gc.collect()
-
-
-def _reader_worker(r: redis.Redis, conn: psycopg.Connection,
-                   classifier: Classifier) -> ProcessPoolExecutor:
-    """One worker process that reads and classifies the next batch while this process stores
-    the current one (spawned: the caller may have threads), with the same classifier, Redis
-    server and database."""
-    pool = r.connection_pool
-    redis_kwargs = {k: v for k, v in pool.connection_kwargs.items()
-                    if v is None or isinstance(v, (str, int, float, bool))}
-    redis_kwargs["connection_class"] = pool.connection_class
-    password = conn.info.password
-    conninfo = make_conninfo(conn.info.dsn, **({"password": password} if password else {}))
-    return ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_reader,
-        initargs=(redis_kwargs, classifier.keywords, classifier.version, classifier.tz.key,
-                  classifier.cache_size, conninfo))
+        workers.batch_done()
 
 
 def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: str,
@@ -198,7 +159,7 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
                 entries, last_id = batch.entries, batch.last_id
                 if entries == batch_size:
                     # more may follow: the worker reads and classifies them meanwhile
-                    worker = worker or _reader_worker(r, conn, classifier)
+                    worker = worker or workers.pool(conn, classifier, redis_client=r)
                     upcoming = worker.submit(_read_in_worker, stream, last_id, until_id,
                                              batch_size)
             else:

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import psycopg
 import pytest
@@ -104,8 +105,9 @@ def _round(settings, classifier, entries, days, start, rng: random.Random) -> No
         return work
 
     def backfill_days(conn):
-        backfill(conn, s3.client(settings), settings.raw_bucket, classifier, days[0], days[-1],
-                 rules=settings.cycle_rules, chunk_size=rng.choice((20, 50, 120)))
+        backfill(conn, partial(s3.client, settings), settings.raw_bucket, classifier, days[0],
+                 days[-1], rules=settings.cycle_rules, chunk_size=rng.choice((20, 50, 120)),
+                 processes=rng.choice((1, 2)))
 
     def replay(conn):
         reconcile(conn, r, s3.client(settings), settings, since=start - timedelta(days=1),
@@ -160,6 +162,38 @@ def test_drains_a_backfill_and_a_replay_at_once_leave_the_funnel_of_a_full_rebui
     monkeypatch.setattr(store, "_merge_funnel", slow_merge)
     for n in range(ROUNDS):
         _round(settings, classifier, entries, days, start, random.Random(n))
+
+
+def test_a_backfill_read_by_worker_processes_restores_what_one_process_restores(
+        archive, classifier, monkeypatch):
+    """The archive read in groups by two worker processes (groups of 3 objects, chunks of 50
+    messages) gives the tables of one in-process read of everything; read again, every
+    message is found stored by the workers and nothing changes."""
+    from funnel_ingest.store import backfill as backfill_mod
+
+    settings, _entries, days, _start = archive
+
+    def restore(objects_per_task: int, processes: int) -> tuple:
+        monkeypatch.setattr(backfill_mod, "OBJECTS_PER_TASK", objects_per_task)
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            result = backfill(conn, partial(s3.client, settings), settings.raw_bucket,
+                              classifier, days[0], days[-1], rules=settings.cycle_rules,
+                              chunk_size=50, processes=processes)
+            stored = conn.execute("SELECT source, message_id, room_key, customer_key, stages, "
+                                  "amount FROM classified_messages ORDER BY 1, 2, 3").fetchall()
+            return result, stored, funnel_rows(conn), transaction_rows(conn)
+
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        empty_engine_tables(conn)
+    one = restore(10_000, 1)
+    assert one[0].restored > 300 and one[0].objects > 6
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        empty_engine_tables(conn)
+    grouped = restore(3, 2)
+    assert grouped[0].objects == one[0].objects and grouped[0].restored == one[0].restored
+    assert grouped[1:] == one[1:]
+    again = restore(3, 2)   # everything stored: nothing restored, the tables unchanged
+    assert again[0].restored == 0 and again[1:] == one[1:]
 
 
 def test_a_writer_that_read_a_customer_first_is_waited_for_by_the_next(settings, classifier,

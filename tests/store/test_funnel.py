@@ -205,3 +205,32 @@ def test_a_batch_made_ready_elsewhere_stores_what_the_streamed_path_stores_nul_r
     streamed = funnel_db.execute(f"SELECT {columns} FROM classified_messages "
                                  "ORDER BY 1, 2, 3").fetchall()
     assert ready == streamed
+
+
+def test_reclassify_writes_and_recomputes_only_the_messages_whose_classification_changed(
+        funnel_db, classifier, in_order_funnel):
+    from funnel_ingest.engine.classify import Classifier
+
+    run_batches(funnel_db, classifier, [MESSAGES])
+    days = sorted({m.sent_at.astimezone(classifier.tz).date() for m in MESSAGES})
+    stamps = funnel_db.execute("SELECT id, classified_at FROM classified_messages").fetchall()
+    with funnel_db.transaction():
+        same = store.reclassify(funnel_db, classifier, days[0], days[-1])
+    assert same.received == len(MESSAGES) and same.changed == 0 and same.customers == 0
+    assert funnel_db.execute("SELECT id, classified_at FROM classified_messages"
+                             ).fetchall() == stamps                 # nothing written
+    # without the booking keywords: the booking stages go, and only those customers change
+    fewer = Classifier([k for k in classifier.keywords if k.stage != "booking"], "no-booking",
+                       classifier.tz)
+    booked = {r[0] for r in funnel_db.execute(
+        "SELECT DISTINCT customer_key FROM classified_messages WHERE 'booking' = ANY(stages)")}
+    with funnel_db.transaction():
+        res = store.reclassify(funnel_db, fewer, days[0], days[-1])
+    assert 0 < res.changed < len(MESSAGES) and res.customers == len(booked)
+    assert funnel_db.execute("SELECT count(*) FROM classified_messages WHERE keyword_version "
+                             "<> 'no-booking'").fetchone()[0] == 0  # every version recorded
+    incremental = funnel_rows(funnel_db), transaction_rows(funnel_db)
+    with funnel_db.transaction():
+        store.rebuild(funnel_db, classifier.tz)
+    assert (funnel_rows(funnel_db), transaction_rows(funnel_db)) == incremental
+    assert all(r[4] is None for r in incremental[0])  # no booking date is left

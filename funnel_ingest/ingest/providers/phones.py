@@ -11,12 +11,16 @@ Either way the result must be a valid number, else None.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
 _NON_DIGITS = re.compile(r"\D+")
 _MAX_INPUT = 64  # longer "phones" are not phones; never hand them to the parser
+_CACHED = 65_536
+"""Parsed numbers remembered (a customer writes many messages; the parser costs about 40 µs,
+a third of a message's normalization)."""
 
 
 def _format_valid(number: phonenumbers.PhoneNumber) -> str | None:
@@ -35,6 +39,11 @@ def from_provider_id(value: str | int | None) -> str | None:
     digits = _NON_DIGITS.sub("", text)
     if not 6 <= len(digits) <= 15:
         return None
+    return _international(digits)
+
+
+@lru_cache(maxsize=_CACHED)
+def _international(digits: str) -> str | None:
     try:
         return _format_valid(phonenumbers.parse("+" + digits, None))
     except NumberParseException:
@@ -48,6 +57,11 @@ def from_free_text(value: str | None, region: str = "ID") -> str | None:
     text = str(value).strip()
     if not text or len(text) > _MAX_INPUT:
         return None
+    return _national(text, region)
+
+
+@lru_cache(maxsize=_CACHED)
+def _national(text: str, region: str) -> str | None:
     try:
         return _format_valid(phonenumbers.parse(text, region))
     except NumberParseException:
