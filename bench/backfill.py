@@ -1,7 +1,7 @@
 """Backfill from the raw archive: N days of traffic re-read and re-classified as ONE Dagster run.
 
-    .venv/bin/python bench/backfill.py                         # 30 days at the demo's density
-    .venv/bin/python bench/backfill.py --days 1 --customers 60000   # about a 500,000-message day
+    .venv/bin/python bench/backfill.py                         # a day of about 500,000 messages
+    .venv/bin/python bench/backfill.py --days 30 --customers 2250  # 30 days at the demo's density
 
 Writes simulated provider webhooks into a fresh archive bucket as the API would have archived
 them live (group-committed objects per source and received hour, received a few seconds to two
@@ -105,10 +105,10 @@ def run_backfill(first: str, last: str) -> tuple[float, dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--customers", type=int, default=2250,
-                   help="simulated customers over the whole range (default: the demo's 150 "
-                        "per two days, over 30 days)")
+    p.add_argument("--days", type=int, default=1)
+    p.add_argument("--customers", type=int, default=78_000,
+                   help="simulated customers over the whole range (default: about 500,000 "
+                        "messages in one day; the demo has 150 per two days)")
     p.add_argument("--seed", type=int, default=11)
     args = p.parse_args()
 
