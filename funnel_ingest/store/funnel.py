@@ -487,6 +487,11 @@ def _resumed_funnels(conn: psycopg.Connection, rules: CycleRules
                    OR (m.sent_at >= t.restart_at - interval '{window} seconds'
                        AND m.direction = 'outbound' AND m.channel_hint = 'campaign_blast')"""
     lost: list[str] = []
+    # per touched customer, one range of the (customer_key, sent_at) index, in customer order
+    # (no sort); on a large backlog the planner would rather hash-join a scan of the whole
+    # table, which costs more with every batch as the table grows
+    conn.execute("SET LOCAL enable_hashjoin = off")
+    conn.execute("SET LOCAL enable_mergejoin = off")
     for key, msgs in _cycle_rows(conn, where):
         start = starts.get(key)
         if start is None:
@@ -502,6 +507,8 @@ def _resumed_funnels(conn: psycopg.Connection, rules: CycleRules
         campaigns = [m for m in msgs[:at] if m.is_campaign]
         resume = Resume(cycle, phone, campaigns[-1] if campaigns else None)
         yield key, customer_funnel(key, msgs[at:], rules, resume)
+    conn.execute("SET LOCAL enable_hashjoin TO DEFAULT")
+    conn.execute("SET LOCAL enable_mergejoin TO DEFAULT")
     if lost:
         log.warning("funnel: %d customers' stored cycles lack their opening message; "
                     "recomputed from all their messages", len(lost))
