@@ -101,7 +101,8 @@ def classified_messages(context: dg.AssetExecutionContext, postgres: PostgresRes
     # the funnel of the customers concerned was recomputed by this run
     context.log_event(dg.AssetMaterialization("funnel", metadata={
         "source": "backfill", "range": f"{start} .. {end}",
-        "customers_updated": sum(d.customers for d in result.days), **funnel_meta}))
+        "customers_updated": result.customers + sum(d.customers for d in result.days),
+        **funnel_meta}))
     return dg.MaterializeResult(metadata={
         "keyword_version": classifier.version, "range": f"{start} .. {end}",
         "archive_objects_read": result.objects, "archived_messages": result.archived,

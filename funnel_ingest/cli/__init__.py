@@ -362,9 +362,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if m.asset_key.path != ["classified_messages"]:
             continue
         meta = {k: v.value for k, v in m.metadata.items()}
-        print(f"{m.partition}: {meta['dagster/row_count']} messages re-classified, "
+        print(f"{m.partition}: {meta['dagster/row_count']} messages; "
               f"{meta['restored_from_archive']} restored from the archive, "
-              f"{meta['customers_updated']} customers updated")
+              f"{meta['reclassified']} re-classified ({meta['classification_changed']} "
+              f"changed, {meta['customers_updated']} customers updated)")
     print(f"run {result.run_id} succeeded")
     return 0
 

@@ -76,6 +76,7 @@ class BackfillResult:
     objects: int = 0             # archive objects read
     archived: int = 0            # messages of the range found in them
     restored: int = 0
+    customers: int = 0           # customers recomputed for the restored messages
     days: list[DayResult] = field(default_factory=list)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)   # seconds per step
@@ -152,6 +153,7 @@ def backfill(conn: psycopg.Connection, s3_client: Callable[[], Any], bucket: str
         for day, n in batch.inserted_by_day.items():
             restored[day] = restored.get(day, 0) + n
         result.restored += batch.inserted
+        result.customers += batch.customers
         pending.clear()
 
     def take(found: Restored) -> None:
@@ -179,7 +181,7 @@ def backfill(conn: psycopg.Connection, s3_client: Callable[[], Any], bucket: str
         store_pending()
     result.stages["restore"] = time.perf_counter() - t0
     log(f"archive {start} .. {end}: {result.objects} objects, {result.archived} messages, "
-        f"{result.restored} restored")
+        f"{result.restored} restored, {result.customers} customers updated")
 
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     for n, day in enumerate(days, start=1):

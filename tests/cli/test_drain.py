@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -52,3 +53,6 @@ def test_funnel_backfill_reports_each_day_and_refuses_a_reversed_range(settings,
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("2025-09-0")]
     assert [ln[:10] for ln in lines] == ["2025-09-01", "2025-09-02"]
+    day_line = re.compile(r"2025-09-0\d: \d+ messages; \d+ restored from the archive, \d+ "
+                          r"re-classified \(\d+ changed, \d+ customers updated\)")
+    assert all(day_line.fullmatch(ln) for ln in lines), lines
