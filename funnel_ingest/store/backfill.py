@@ -113,12 +113,10 @@ def restore_objects(s3: Any, bucket: str, keys: list[str], start: date, end: dat
     return Restored(objects, archived, data, rows, days)
 
 
-def _restore_in_worker(bucket: str, keys: list[str], start: date, end: date) -> Restored:
-    state = workers.State
-    try:
-        return restore_objects(state.s3, bucket, keys, start, end, state.classifier, state.conn)
-    finally:
-        workers.batch_done()
+@workers.task
+def _restore_in_worker(state: type[workers.State], bucket: str, keys: list[str], start: date,
+                       end: date) -> Restored:
+    return restore_objects(state.s3, bucket, keys, start, end, state.classifier, state.conn)
 
 
 def backfill(conn: psycopg.Connection, s3_client: Callable[[], Any], bucket: str,

@@ -113,14 +113,12 @@ def read_batch(r: redis.Redis, stream: str, after_id: str, until_id: str, count:
                  {"read": t1 - t0, "classify": time.perf_counter() - t1})
 
 
-def _read_in_worker(stream: str, after_id: str, until_id: str, count: int) -> Batch:
-    state = workers.State
-    try:
-        assert state.redis is not None
-        return read_batch(state.redis, stream, after_id, until_id, count, state.classifier,
-                          state.conn.cursor())
-    finally:
-        workers.batch_done()
+@workers.task
+def _read_in_worker(state: type[workers.State], stream: str, after_id: str, until_id: str,
+                    count: int) -> Batch:
+    assert state.redis is not None
+    return read_batch(state.redis, stream, after_id, until_id, count, state.classifier,
+                      state.conn.cursor())
 
 
 def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: str,

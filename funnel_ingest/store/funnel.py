@@ -186,11 +186,11 @@ def _json(value: object) -> str | None:
 
 def message_rows(messages: Iterable[NormalizedMessage], classifier: Classifier
                  ) -> list[tuple]:
-    """The COPY rows of `messages` (classified): what `process_rows` stores."""
-    return [_row(values) for values in _message_values(messages, classifier, classifier.tz)]
+    """The COPY rows of `messages` (classified): what `process_messages` stores."""
+    return list(_message_rows(messages, classifier, classifier.tz))
 
 
-MESSAGE_DATE = MESSAGE_COLUMNS.index("message_date")
+_MESSAGE_DATE = MESSAGE_COLUMNS.index("message_date")
 
 
 def _message_values(messages: Iterable[NormalizedMessage], classifier: Classifier,
@@ -243,7 +243,7 @@ def _format_rows(cursor: psycopg.Cursor, rows: Iterable[tuple]) -> tuple[bytes, 
     with Copy(cursor, binary=False, writer=FileWriter(buffer)) as copy:
         for row in rows:
             copy.write_row(row)
-            days.add(row[MESSAGE_DATE])
+            days.add(row[_MESSAGE_DATE])
             count += 1
     return buffer.getvalue(), count, days
 
@@ -291,30 +291,24 @@ def not_stored(conn: psycopg.Connection, messages: Sequence[NormalizedMessage]
 
 def process_messages(conn: psycopg.Connection, messages: Sequence[NormalizedMessage],
                      classifier: Classifier, *, rules: CycleRules = DEFAULT_RULES) -> BatchResult:
-    """Store and classify a batch, then bring the funnel of the customers it touched up to date."""
-    if not messages:
-        return BatchResult()
-    # classified while COPY streams them (no second copy of the batch in memory)
-    return process_rows(conn, _message_rows(messages, classifier, classifier.tz),
-                        classifier.tz, rules=rules)
-
-
-def process_rows(conn: psycopg.Connection, rows: Iterable[tuple], tz: ZoneInfo, *,
-                 rules: CycleRules = DEFAULT_RULES) -> BatchResult:
-    """`process_messages` for rows `message_rows` made, or a generator of them (classified
-    during the COPY)."""
+    """Store and classify a batch, then bring the funnel of the customers it touched up to date.
+    The messages are classified while COPY streams them (no second copy of the batch in
+    memory)."""
     result = BatchResult()
+    if not messages:
+        return result
 
     def counted() -> Iterator[tuple]:
-        for row in rows:
+        for row in _message_rows(messages, classifier, classifier.tz):
             result.received += 1
-            result.days.add(row[MESSAGE_DATE])
+            result.days.add(row[_MESSAGE_DATE])
             yield row
 
     t0 = time.perf_counter()
     _staging_like(conn, "stage_messages", "classified_messages", MESSAGE_COLUMNS)
     _copy(conn, "stage_messages", MESSAGE_COLUMNS, counted())
-    return _apply_stage(conn, tz, rules, result, {"classify+copy": time.perf_counter() - t0})
+    return _apply_stage(conn, classifier.tz, rules, result,
+                        {"classify+copy": time.perf_counter() - t0})
 
 
 def process_copy(conn: psycopg.Connection, data: bytes, count: int, days: set[date],

@@ -18,7 +18,8 @@ import gc
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from functools import wraps
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -26,6 +27,8 @@ import redis
 from psycopg.conninfo import make_conninfo
 
 from funnel_ingest.engine.classify import Classifier
+
+T = TypeVar("T")
 
 
 class State:
@@ -67,12 +70,19 @@ def _start(keywords: tuple, version: str, tz: str, cache_size: int, conninfo: st
         State.s3 = s3_client()
     # A batch allocates millions of short-lived objects and no cycles worth finding: the cyclic
     # collector, left on, would scan them again and again (a sixth of the worker's time); it
-    # runs once after each batch instead (`batch_done`), over the batch's garbage only (what
+    # runs once after each batch instead (`task`), over the batch's garbage only (what
     # exists now, the classifier's tables included, is frozen out of its scans).
     gc.freeze()
     gc.disable()
 
 
-def batch_done() -> None:
-    """Collect a finished batch's garbage (the collector is off between calls)."""
-    gc.collect()
+def task(work: Callable[..., T]) -> Callable[..., T]:
+    """`work(State, *args)` as a function to submit to a `pool` (module-level, so picklable by
+    name): the batch's garbage is collected after it (the collector is off otherwise)."""
+    @wraps(work)
+    def run(*args: Any) -> T:
+        try:
+            return work(State, *args)
+        finally:
+            gc.collect()
+    return run
