@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_LABEL = 40
 """Characters kept of a label."""
@@ -102,12 +103,14 @@ _SOURCE_MEDIUM = {"whatsapp": "whatsapp"}
 """Sources that are one medium (the WhatsApp Cloud API)."""
 
 
+@lru_cache(maxsize=4096)
 def settled(source: str, channel_hint: str | None, medium_name: str | None,
             room_channel: str | None) -> Label:
     """A normalized message's channel hint and medium as stored. For messages normalized by
     this version this changes nothing (`label` of a channel is that channel); stream entries
     written before media were told apart carry a medium in `channel_hint` (a generic
-    "instagram" label) or none at all, and are settled the same way here."""
+    "instagram" label) or none at all, and are settled the same way here. Cached: a drain
+    meets the same few combinations of labels over and over."""
     hint = label(channel_hint)
     found = medium_name or hint.medium or _SOURCE_MEDIUM.get(source) or (
         medium(room_channel) if source == "qontak" else None)

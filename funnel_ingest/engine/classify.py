@@ -168,6 +168,9 @@ class Classifier:
         # says does not depend on when it was sent, so it is computed once per text.
         self._read = lru_cache(maxsize=cache_size)(self._read_text) if cache_size else \
             self._read_text
+        # the date a booking asks for depends on the text and the day it was sent only
+        self._requested = lru_cache(maxsize=cache_size)(dates.requested_on) if cache_size \
+            else dates.requested_on
 
     def classify(self, text: str, direction: str, sent_at: datetime) -> Classification:
         if not text:
@@ -175,7 +178,7 @@ class Classifier:
         text = text[:CLASSIFY_MAX_CHARS]
         c = self._read(text, direction)
         if "booking" in c.stages:
-            requested = dates.requested_date(text, sent_at, self.tz)
+            requested = self._requested(text, dates.local_date(sent_at, self.tz))
             if requested is not None:
                 return replace(c, requested_date=requested)
         return c

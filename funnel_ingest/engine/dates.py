@@ -114,10 +114,14 @@ def local_date(sent_at: datetime, tz: ZoneInfo) -> date:
 
 def requested_date(text: str, sent_at: datetime, tz: ZoneInfo) -> date | None:
     """The date the customer asks for in `text`, or None (see the module docstring)."""
+    return requested_on(text, local_date(sent_at, tz))
+
+
+def requested_on(text: str, today: date) -> date | None:
+    """`requested_date` of a text sent on the business date `today`."""
     s = _APOSTROPHE.sub("", normalize_light(text))
     if not s:
         return None
-    today = local_date(sent_at, tz)
     candidates = [c for finder in _FINDERS for c in finder(s, today)]
     if not candidates:
         return None

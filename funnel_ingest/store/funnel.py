@@ -25,11 +25,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from itertools import combinations
 from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.copy import Copy, FileWriter
 
 from funnel_ingest.engine import channels
@@ -205,7 +207,7 @@ def _message_values(messages: Iterable[NormalizedMessage], classifier: Classifie
             m.received_at, m.text, m.message_type, labels.channel,
             m.room_channel, labels.medium, m.campaign_id, m.ad_id, _json(m.referral),
             m.context_id,
-            m.raw_key, m.raw_line, _STAGE_ARRAYS[c.stages], list(c.keywords),
+            m.raw_key, m.raw_line, _STAGE_ARRAYS[c.stages], _text_array(c.keywords),
             c.opening_keyword, c.opening_channel, c.payment, c.amount, c.requested_date,
             c.keyword_version,
         )
@@ -222,6 +224,14 @@ _STAGE_ARRAYS = {stages: "{" + ",".join(stages) + "}"
 """Every `Classification.stages` (a sub-sequence of STAGES, in order) as its `text[]` literal:
 the one array per row that is written ready-made (psycopg's list dumper is the costliest part
 of a row). A stage is a plain word, so the literal needs no quoting."""
+
+
+@lru_cache(maxsize=8192)
+def _text_array(values: tuple[str, ...]) -> str:
+    """`values` as a `text[]` literal, made by psycopg's own list dumper once per distinct
+    tuple (a message's keywords come from a short list, so the same few tuples recur)."""
+    items = list(values)
+    return Transformer().get_dumper(items, PyFormat.TEXT).dump(items).decode()
 
 
 def message_copy(cursor: psycopg.Cursor, messages: Iterable[NormalizedMessage],
@@ -582,7 +592,7 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
     def gen() -> Iterator[tuple]:
         for pk, text, direction, sent_at in rows:
             c = classifier.classify(text, direction, sent_at)
-            yield (pk, _STAGE_ARRAYS[c.stages], list(c.keywords), c.opening_keyword,
+            yield (pk, _STAGE_ARRAYS[c.stages], _text_array(c.keywords), c.opening_keyword,
                    c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version)
 
     _copy(conn, "stage_class", columns, gen())

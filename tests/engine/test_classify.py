@@ -6,7 +6,7 @@ agent replies, negations, questions, plans, instructions and price quotes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 
@@ -110,6 +110,16 @@ def test_empty_text_matches_nothing(classifier):
 def test_booking_message_keeps_the_requested_date(classifier):
     got = classifier.classify("saya mau booking untuk besok ya", "inbound", T)
     assert got.requested_date is not None and got.requested_date.isoformat() == "2025-10-02"
+
+
+def test_the_requested_date_follows_the_business_day_a_repeated_text_was_sent(classifier):
+    """What a text says is computed once, but "besok" asked again on another business day
+    (19:00 UTC is already the next day in Jakarta) is another date."""
+    text = "saya mau booking untuk besok ya kak"
+    sent = [datetime(2026, 3, 1, h, tzinfo=timezone.utc) for h in (3, 20)] + [
+        datetime(2026, 3, 9, 3, tzinfo=timezone.utc), datetime(2026, 3, 1, 4, tzinfo=timezone.utc)]
+    assert [classifier.classify(text, "inbound", at).requested_date for at in sent] == [
+        date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 10), date(2026, 3, 2)]
 
 
 def test_only_the_first_characters_of_a_huge_text_are_read(classifier):

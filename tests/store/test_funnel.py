@@ -234,3 +234,13 @@ def test_reclassify_writes_and_recomputes_only_the_messages_whose_classification
         store.rebuild(funnel_db, classifier.tz)
     assert (funnel_rows(funnel_db), transaction_rows(funnel_db)) == incremental
     assert all(r[4] is None for r in incremental[0])  # no booking date is left
+
+
+def test_keyword_arrays_are_written_as_literals_postgres_reads_back_exactly(funnel_db):
+    """The drain writes a message's keywords as a ready-made `text[]` literal (one per distinct
+    tuple): whatever a keyword holds (spaces, quotes, backslashes, commas, braces, the word
+    NULL), Postgres reads back the same strings."""
+    for keywords in [(), ("promo",), ("harga paket", 'kata "kutip"', "back\\slash", "a,b",
+                                      "{kurung}", "NULL", "", "emoji 😊")]:
+        literal = store._text_array(keywords)
+        assert funnel_db.execute("SELECT %s::text[]", (literal,)).fetchone()[0] == list(keywords)
