@@ -12,12 +12,16 @@ and styles from this origin only, no inline code) keeps injected markup from rea
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from funnel_ingest.engine.dates import local_date
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -36,6 +40,24 @@ async def dashboard_page() -> Response:
     return FileResponse(STATIC_DIR / "dashboard.html", media_type=_TYPES[".html"], headers={
         "Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+class DashboardSettings(BaseModel):
+    timezone: str = Field(description="FUNNEL_TIMEZONE: the zone of every lead date")
+    today: date = Field(description="today's date in FUNNEL_TIMEZONE (the default end of the "
+                                    "dashboard's range: the browser's own date can be a day "
+                                    "behind or ahead)")
+
+
+@router.get("/dashboard/settings", response_model=DashboardSettings,
+            summary="The dashboard's time zone and today's business date")
+async def dashboard_settings(request: Request) -> DashboardSettings:
+    """What the page needs before its first query; no data, so no key. Between 00:00 and 07:00
+    in Jakarta the UTC date is still yesterday: today's leads would be left out of a range
+    ending on the browser's UTC date."""
+    settings = request.app.state.settings
+    return DashboardSettings(timezone=settings.funnel_timezone,
+                             today=local_date(datetime.now(UTC), settings.tz))
 
 
 @router.get("/static/{name:path}", include_in_schema=False)

@@ -5,14 +5,18 @@
 
   const KEY = "funnel.apiKey";
   const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#64748b", "#db2777", "#0891b2",
-                   "#7c3aed", "#dc2626"];
+                   "#7c3aed", "#dc2626", "#65a30d", "#92400e", "#0f766e", "#a21caf"];
   const KNOWN = { ads: 0, website: 1, campaign_blast: 2, direct: 3 };
   const STEPS = [["lead_to_booking", "Lead \u2192 booking", "#93c5fd"],
                  ["booking_to_transaction", "Booking \u2192 transaction", "#60a5fa"],
                  ["lead_to_transaction", "Lead \u2192 transaction", "#1d4ed8"]];
+  const COUNTS = [["leads", "Leads", "#93c5fd"], ["bookings", "Bookings", "#60a5fa"],
+                  ["transactions", "Transactions", "#1d4ed8"]];
   const $ = (id) => document.getElementById(id);
   const charts = {};
   let knownChannels = null;
+  let today = null;     // today's business date in FUNNEL_TIMEZONE (GET dashboard/settings)
+  let loaded = null;    // the last report drawn: {page, daily, start, end}
 
   class AuthError extends Error {}
 
@@ -29,8 +33,15 @@
     if (s < 86400) return (s / 3600).toFixed(1) + "h";
     return (s / 86400).toFixed(1) + "d";
   }
-  const colour = (channel, i) =>
-    PALETTE[(channel in KNOWN ? KNOWN[channel] : 4 + i) % PALETTE.length];
+  // The four usual channels keep their colours; the others take the rest in their order.
+  function colours(channels) {
+    const out = {};
+    let n = 0;
+    channels.forEach((c) => {
+      out[c] = PALETTE[c in KNOWN ? KNOWN[c] : 4 + (n++ % (PALETTE.length - 4))];
+    });
+    return out;
+  }
   const iso = (d) => d.toISOString().slice(0, 10);
 
   // ------------------------------------------------------------------ key handling
@@ -191,30 +202,116 @@
                summary.by_channel.map((c) => [c.channel, ...STEPS.map(([k]) => pct(c.conversion[k]))]));
   }
 
-  function renderDays(days, start, end) {
-    const dates = daysBetween(start, end);
-    const channels = [...new Set(days.map((d) => d.channel))].sort();
+  // The step funnel: each channel's leads, bookings and transactions side by side, with the
+  // drop-off and conversion of each step in the table under it.
+  function renderSteps(summary) {
+    const groups = [...summary.by_channel.map((c) => [c.channel, c]),
+                    ["All channels", summary.total]];
+    draw("chart-steps", {
+      type: "bar",
+      data: { labels: groups.map((g) => g[0]), datasets: COUNTS.map(([k, label, color]) => ({
+        label, backgroundColor: color, data: groups.map(([, f]) => f[k]) })) },
+      options: { scales: { y: { beginAtZero: true } },
+                 plugins: { valueLabels: { format: (v) => integer.format(v) } } },
+    });
+    const drop = (from, to) => from ? integer.format(from - to) + " (" +
+      pct((from - to) / from) + ")" : "\u2013";
+    const body = $("steps").tBodies[0];
+    body.replaceChildren();
+    groups.forEach(([name, f], i) => {
+      const tr = body.insertRow();
+      tr.dataset.channel = name;
+      if (i === groups.length - 1) tr.className = "total";
+      const cells = [[name], [integer.format(f.leads)], [integer.format(f.bookings)],
+                     [drop(f.leads, f.bookings), "drop"], [pct(f.conversion.lead_to_booking)],
+                     [integer.format(f.transactions)], [drop(f.bookings, f.transactions), "drop"],
+                     [pct(f.conversion.booking_to_transaction)],
+                     [pct(f.conversion.lead_to_transaction)]];
+      cells.forEach(([v, cls]) => {
+        const td = tr.insertCell();
+        td.textContent = v;
+        if (cls) td.className = cls;
+      });
+    });
+  }
+
+  // Monday of the ISO week of a date.
+  function weekOf(day) {
+    const d = new Date(day + "T00:00:00Z");
+    d.setUTCDate(d.getUTCDate() - (d.getUTCDay() + 6) % 7);
+    return iso(d);
+  }
+
+  // The last lead date whose conversion can be taken as final: lead dates after it are younger
+  // than the selection's p90 lead -> transaction time, so most of their payments may still come.
+  function finalUntil(total) {
+    const p90 = total.lead_to_transaction_seconds.p90;
+    if (!today || p90 === null || p90 === undefined) return null;
+    const d = new Date(today + "T00:00:00Z");
+    d.setUTCDate(d.getUTCDate() - Math.ceil(p90 / 86400));
+    return iso(d);
+  }
+
+  function renderOverTime() {
+    const { daily, start, end, page } = loaded;
+    const week = $("period").value === "week";
+    const bucket = week ? weekOf : (d) => d;
+    document.querySelectorAll(".period-name").forEach((e) => {
+      e.textContent = week ? "week (Monday)" : "date"; });
+    const labels = [...new Set(daysBetween(start, end).map(bucket))];
+    const channels = [...new Set(daily.days.map((d) => d.channel))].sort();
     const at = {};
-    days.forEach((d) => { at[d.leads_date + "|" + d.channel] = d; });
-    const series = (fn) => channels.map((c, i) => ({
-      label: c, borderColor: colour(c, i), backgroundColor: colour(c, i),
-      data: dates.map((d) => { const x = at[d + "|" + c]; return x ? fn(x) : null; }) }));
+    daily.days.forEach((d) => {
+      const k = bucket(d.leads_date) + "|" + d.channel;
+      const b = at[k] || (at[k] = { period: bucket(d.leads_date), channel: d.channel, leads: 0,
+                                    transactions: 0, last: d.leads_date });
+      b.leads += d.leads;
+      b.transactions += d.transactions;
+      if (d.leads_date > b.last) b.last = d.leads_date;
+    });
+    const until = finalUntil(page.summary.total);
+    const young = (b) => until !== null && b.last > until;
+    const rate = (b) => (b.leads ? +(100 * b.transactions / b.leads).toFixed(1) : null);
+    const colour = colours(channels);
+    const series = (fn, line) => channels.map((c) => {
+      const cells = labels.map((l) => at[l + "|" + c]);
+      const ds = { label: c, borderColor: colour[c], backgroundColor: colour[c],
+                   data: cells.map((b) => (b ? fn(b) : null)) };
+      if (line) {  // a young cohort: hollow point, dashed line into it
+        ds.pointBackgroundColor = cells.map((b) => (b && young(b) ? "#fff" : colour[c]));
+        ds.pointRadius = 3;
+        ds.segment = { borderDash: (ctx) => {
+          const b = cells[ctx.p1DataIndex];
+          return b && young(b) ? [6, 4] : undefined; } };
+      }
+      return ds;
+    });
     draw("chart-days", {
       type: "line",
-      data: { labels: dates, datasets: series((x) => x.conversion.lead_to_transaction === null
-                                                  ? null : +(x.conversion.lead_to_transaction * 100).toFixed(1)) },
+      data: { labels, datasets: series(rate, true) },
       options: { spanGaps: true, scales: { y: { beginAtZero: true,
                                                 ticks: { callback: (v) => v + "%" } } } },
     });
     draw("chart-leads", {
       type: "bar",
-      data: { labels: dates, datasets: series((x) => x.leads) },
+      data: { labels, datasets: series((b) => b.leads, false) },
       options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
     });
-    const rows = days.map((d) => [d.leads_date, d.channel, String(d.leads),
-                                  pct(d.conversion.lead_to_transaction)]);
-    labelTable("labels-days", ["lead date", "channel", "leads", "lead \u2192 transaction"], rows);
-    labelTable("labels-leads", ["lead date", "channel", "leads"], rows.map((r) => r.slice(0, 3)));
+    const cells = Object.values(at).sort((a, b) => (a.period + a.channel).localeCompare(
+      b.period + b.channel));
+    $("chart-days").dataset.young = String(cells.filter(young).length);
+    const note = $("young-note");
+    note.hidden = !cells.some(young);
+    note.textContent = until === null ? "" : `Lead dates after ${until} are younger than the ` +
+      `p90 lead \u2192 transaction time (${duration(page.summary.total.lead_to_transaction_seconds.p90)}` +
+      `): their conversion is not final yet (hollow points, dashed lines).`;
+    const rows = cells.map((b) => [b.period, b.channel, String(b.leads),
+                                   pct(b.leads ? b.transactions / b.leads : null),
+                                   young(b) ? "not final" : "final"]);
+    const first = week ? "week of" : "lead date";
+    labelTable("labels-days", [first, "channel", "leads", "lead \u2192 transaction",
+                               "conversion"], rows);
+    labelTable("labels-leads", [first, "channel", "leads"], rows.map((r) => r.slice(0, 3)));
   }
 
   function renderChannelPicker(summary) {
@@ -248,9 +345,11 @@
       renderTotals(page.summary.total);
       renderSummary(page.summary);
       renderChannels(page.summary);
-      renderDays(daily.days, q.get("start"), q.get("end"));
+      renderSteps(page.summary);
+      loaded = { page, daily, start: q.get("start"), end: q.get("end") };
+      renderOverTime();
       $("status").textContent = `${integer.format(page.summary.total.leads)} leads, lead dates ` +
-        `${q.get("start")} to ${q.get("end")} (${page.filters.timezone})`;
+        `${q.get("start")} to ${q.get("end")} (${page.filters.timezone}; today ${today})`;
       document.body.dataset.state = "ready";
     } catch (err) {
       if (err instanceof AuthError) return showLogin(err.message);
@@ -259,16 +358,23 @@
     }
   }
 
-  function init() {
+  async function init() {
     keyFromFragment();
+    try {  // today in FUNNEL_TIMEZONE, not the browser's UTC date
+      const r = await fetch("dashboard/settings", { cache: "no-store" });
+      if (r.ok) today = (await r.json()).today;
+    } catch (err) { /* the API answers below, or says why not */ }
+    today = today || iso(new Date());
     const url = new URLSearchParams(location.search);
-    const end = url.get("end") || iso(new Date());
+    if (url.get("per") === "week") $("period").value = "week";
+    const end = url.get("end") || today;
     const start = url.get("start") ||
       iso(new Date(new Date(end + "T00:00:00Z").getTime() - 29 * 86400000));
     $("start").value = start;
     $("end").value = end;
     $("campaign").value = url.get("campaign") || "";
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+    $("period").addEventListener("change", () => { if (loaded) renderOverTime(); });
     $("login-form").addEventListener("submit", (e) => {
       e.preventDefault();
       sessionStorage.setItem(KEY, $("key").value);

@@ -11,8 +11,9 @@ import shutil
 import struct
 import subprocess
 import zlib
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -83,10 +84,17 @@ def canvas(dom: str, chart: str) -> dict[str, str]:
     return dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(0)))
 
 
-def summary_row(dom: str, channel: str) -> list[str]:
-    row = re.search(rf'<tr[^>]*data-channel="{channel}"[^>]*>(.*?)</tr>', dom, re.DOTALL)
-    assert row, f"no summary row for {channel}"
-    return [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row.group(1))]
+def step_row(dom: str, channel: str) -> list[str]:
+    return summary_row(dom, channel, table="steps")
+
+
+def summary_row(dom: str, channel: str, table: str = "summary") -> list[str]:
+    found = re.search(rf'<table id="{table}".*?</table>', dom, re.DOTALL)
+    assert found, f"no table {table}"
+    row = re.search(rf'<tr[^>]*data-channel="{channel}"[^>]*>(.*?)</tr>', found.group(0),
+                    re.DOTALL)
+    assert row, f"no {table} row for {channel}"
+    return [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))]
 
 
 @pytest.fixture
@@ -124,6 +132,15 @@ def test_dashboard_renders_the_charts_from_the_report(api, dashboard_data, key, 
     assert re.search(r"<td>2025-10-07</td><td>website</td><td>1</td><td>100\.0%</td>", dom)
     assert 'value="ads"' in dom and 'value="website"' in dom  # channel picker filled in
 
+    # the step funnel: counts, drop-off and conversion of each step, per channel and overall
+    steps = canvas(dom, "chart-steps")
+    assert steps["data-series"] == "3" and steps["data-points"] == "12"  # 3 counts x (3 + all)
+    assert int(steps["data-painted"]) > 5_000
+    assert step_row(dom, "ads") == ["ads", "17", "16", "1 (5.9%)", "94.1%", "9", "7 (43.8%)",
+                                    "56.3%", "52.9%"]
+    assert step_row(dom, "All channels")[1] == "32"
+    assert 'data-young="0"' in dom  # lead dates of 2025: every conversion is final
+
     shot = tmp_path / "dashboard.png"
     out = chromium(tmp_path, url, f"--screenshot={shot}")
     assert out.returncode == 0 and shot.exists(), out.stderr[-2000:]
@@ -133,6 +150,56 @@ def test_dashboard_renders_the_charts_from_the_report(api, dashboard_data, key, 
     assert len(colours) > 200  # text, bars, lines, anti-aliasing: not a blank page
     bar_blue = {p for p in colours if p[2] > 180 and p[0] < 60 and p[1] < 100}
     assert bar_blue, "no blue bars in the screenshot"
+
+
+def business_today(tz: str) -> set[date]:
+    """Today in `tz`, as the API computes it (both dates, should midnight pass meanwhile)."""
+    return {datetime.now(ZoneInfo(tz)).date(), (datetime.now(UTC) + timedelta(minutes=1))
+            .astimezone(ZoneInfo(tz)).date()}
+
+
+def test_dashboard_settings_give_todays_business_date_not_the_utc_date(api):
+    resp = api.client.get("/dashboard/settings")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["timezone"] == "Asia/Jakarta"
+    assert date.fromisoformat(body["today"]) in business_today("Asia/Jakarta")
+
+
+@needs_browser
+def test_dashboard_defaults_to_the_last_30_business_days_and_flags_young_cohorts(
+        api, funnel_db, key, tmp_path):
+    """With no dates in the URL the range ends today in FUNNEL_TIMEZONE. Leads pay 4 days
+    after their lead here (p90 4 days): the cohorts of the last 4 days are not final yet, so
+    they are marked, drawn hollow and dashed, not read as a drop; per week, the same."""
+    today = max(business_today("Asia/Jakarta"))
+    rows = []
+    for back in range(0, 12):
+        day = today - timedelta(days=back)
+        paid = back >= 4  # a young cohort has not paid yet
+        rows += [lead("ads", day, book=3600, pay=4 * 86400 if paid else None,
+                      value=100_000 if paid else None), lead("website", day)]
+    insert(funnel_db, rows)
+    dom = dump_dom(tmp_path, f"{api.base_url}/dashboard#key={key['X-API-Key']}")
+    assert 'data-state="ready"' in dom, dom[-3000:]
+    start = today - timedelta(days=29)
+    assert f"lead dates {start.isoformat()} to {today.isoformat()} (Asia/Jakarta" in dom
+    # p90 lead -> transaction = 4 days: lead dates after today - 4 days are young
+    young = int(canvas(dom, "chart-days")["data-young"])
+    assert young == 2 * 4  # 4 lead dates x 2 channels
+    assert f"Lead dates after {(today - timedelta(days=4)).isoformat()}" in dom
+    assert re.search(rf"<td>{today.isoformat()}</td><td>ads</td><td>1</td><td>0\.0%</td>"
+                     r"<td>not final</td>", dom)
+    final_day = today - timedelta(days=6)
+    assert re.search(rf"<td>{final_day.isoformat()}</td><td>ads</td><td>1</td>"
+                     r"<td>100\.0%</td><td>final</td>", dom)
+
+    weekly = dump_dom(tmp_path, f"{api.base_url}/dashboard?per=week#key={key['X-API-Key']}")
+    assert 'data-state="ready"' in weekly
+    monday = today - timedelta(days=today.weekday())
+    assert re.search(rf"<td>{monday.isoformat()}</td><td>ads</td><td>{today.weekday() + 1}"
+                     r"</td><td>[0-9.]+%</td><td>not final</td>", weekly)
+    assert "week of" in weekly
 
 
 @needs_browser
