@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
-from itertools import combinations
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -207,7 +206,7 @@ def _message_values(messages: Iterable[NormalizedMessage], classifier: Classifie
             m.received_at, m.text, m.message_type, labels.channel,
             m.room_channel, labels.medium, m.campaign_id, m.ad_id, _json(m.referral),
             m.context_id,
-            m.raw_key, m.raw_line, _STAGE_ARRAYS[c.stages], _text_array(c.keywords),
+            m.raw_key, m.raw_line, _text_array(c.stages), _text_array(c.keywords),
             c.opening_keyword, c.opening_channel, c.payment, c.amount, c.requested_date,
             c.keyword_version,
         )
@@ -219,17 +218,11 @@ def _message_rows(messages: Iterable[NormalizedMessage], classifier: Classifier,
         yield _row(values)
 
 
-_STAGE_ARRAYS = {stages: "{" + ",".join(stages) + "}"
-                 for n in range(len(STAGES) + 1) for stages in combinations(STAGES, n)}
-"""Every `Classification.stages` (a sub-sequence of STAGES, in order) as its `text[]` literal:
-the one array per row that is written ready-made (psycopg's list dumper is the costliest part
-of a row). A stage is a plain word, so the literal needs no quoting."""
-
-
 @lru_cache(maxsize=8192)
 def _text_array(values: tuple[str, ...]) -> str:
     """`values` as a `text[]` literal, made by psycopg's own list dumper once per distinct
-    tuple (a message's keywords come from a short list, so the same few tuples recur)."""
+    tuple: a row's arrays (its stages, its keywords from a short list) are the same few tuples
+    over and over, and dumping a list per row was the costliest part of formatting it."""
     items = list(values)
     return Transformer().get_dumper(items, PyFormat.TEXT).dump(items).decode()
 
@@ -592,7 +585,7 @@ def reclassify(conn: psycopg.Connection, classifier: Classifier, start: date, en
     def gen() -> Iterator[tuple]:
         for pk, text, direction, sent_at in rows:
             c = classifier.classify(text, direction, sent_at)
-            yield (pk, _STAGE_ARRAYS[c.stages], _text_array(c.keywords), c.opening_keyword,
+            yield (pk, _text_array(c.stages), _text_array(c.keywords), c.opening_keyword,
                    c.opening_channel, c.payment, c.amount, c.requested_date, c.keyword_version)
 
     _copy(conn, "stage_class", columns, gen())
