@@ -168,22 +168,37 @@
     }));
   }
 
-  function renderSummary(summary) {
-    const body = $("summary").tBodies[0];
+  // [name, figures] of each channel, then of all channels.
+  const groupsOf = (summary) => [...summary.by_channel.map((c) => [c.channel, c]),
+                                 ["All channels", summary.total]];
+
+  // The groups as rows of table `id`: `cells(figures)` gives a row's cells after the name,
+  // each a text or [text, class].
+  function channelRows(id, summary, cells) {
+    const body = $(id).tBodies[0];
     body.replaceChildren();
-    const line = (name, f, cls) => {
+    const groups = groupsOf(summary);
+    groups.forEach(([name, f], i) => {
       const tr = body.insertRow();
-      if (cls) tr.className = cls;
       tr.dataset.channel = name;
-      [name, integer.format(f.leads), integer.format(f.bookings), integer.format(f.transactions),
-       pct(f.conversion.lead_to_booking), pct(f.conversion.booking_to_transaction),
-       pct(f.conversion.lead_to_transaction), money(f.revenue.sum), money(f.revenue.average),
-       duration(f.lead_to_booking_seconds.median) + " / " + duration(f.lead_to_booking_seconds.p90),
-       duration(f.lead_to_transaction_seconds.median) + " / " + duration(f.lead_to_transaction_seconds.p90),
-      ].forEach((v) => { tr.insertCell().textContent = v; });
-    };
-    summary.by_channel.forEach((c) => line(c.channel, c));
-    line("All channels", summary.total, "total");
+      if (i === groups.length - 1) tr.className = "total";
+      [name, ...cells(f)].forEach((cell) => {
+        const [v, cls] = Array.isArray(cell) ? cell : [cell];
+        const td = tr.insertCell();
+        td.textContent = v;
+        if (cls) td.className = cls;
+      });
+    });
+  }
+
+  function renderSummary(summary) {
+    channelRows("summary", summary, (f) => [
+      integer.format(f.leads), integer.format(f.bookings), integer.format(f.transactions),
+      pct(f.conversion.lead_to_booking), pct(f.conversion.booking_to_transaction),
+      pct(f.conversion.lead_to_transaction), money(f.revenue.sum), money(f.revenue.average),
+      duration(f.lead_to_booking_seconds.median) + " / " + duration(f.lead_to_booking_seconds.p90),
+      duration(f.lead_to_transaction_seconds.median) + " / " +
+        duration(f.lead_to_transaction_seconds.p90)]);
   }
 
   function renderChannels(summary) {
@@ -205,8 +220,7 @@
   // The step funnel: each channel's leads, bookings and transactions side by side, with the
   // drop-off and conversion of each step in the table under it.
   function renderSteps(summary) {
-    const groups = [...summary.by_channel.map((c) => [c.channel, c]),
-                    ["All channels", summary.total]];
+    const groups = groupsOf(summary);
     draw("chart-steps", {
       type: "bar",
       data: { labels: groups.map((g) => g[0]), datasets: COUNTS.map(([k, label, color]) => ({
@@ -214,25 +228,13 @@
       options: { scales: { y: { beginAtZero: true } },
                  plugins: { valueLabels: { format: (v) => integer.format(v) } } },
     });
-    const drop = (from, to) => from ? integer.format(from - to) + " (" +
-      pct((from - to) / from) + ")" : "\u2013";
-    const body = $("steps").tBodies[0];
-    body.replaceChildren();
-    groups.forEach(([name, f], i) => {
-      const tr = body.insertRow();
-      tr.dataset.channel = name;
-      if (i === groups.length - 1) tr.className = "total";
-      const cells = [[name], [integer.format(f.leads)], [integer.format(f.bookings)],
-                     [drop(f.leads, f.bookings), "drop"], [pct(f.conversion.lead_to_booking)],
-                     [integer.format(f.transactions)], [drop(f.bookings, f.transactions), "drop"],
-                     [pct(f.conversion.booking_to_transaction)],
-                     [pct(f.conversion.lead_to_transaction)]];
-      cells.forEach(([v, cls]) => {
-        const td = tr.insertCell();
-        td.textContent = v;
-        if (cls) td.className = cls;
-      });
-    });
+    const drop = (from, to) => [from ? integer.format(from - to) + " (" +
+      pct((from - to) / from) + ")" : "\u2013", "drop"];
+    channelRows("steps", summary, (f) => [
+      integer.format(f.leads), integer.format(f.bookings), drop(f.leads, f.bookings),
+      pct(f.conversion.lead_to_booking), integer.format(f.transactions),
+      drop(f.bookings, f.transactions), pct(f.conversion.booking_to_transaction),
+      pct(f.conversion.lead_to_transaction)]);
   }
 
   // Monday of the ISO week of a date.
