@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from funnel_ingest.api.dashboard import STATIC_DIR
 from tests.support import DAY, hand_computed_rows, insert, lead
@@ -200,6 +201,42 @@ def test_dashboard_defaults_to_the_last_30_business_days_and_flags_young_cohorts
     assert re.search(rf"<td>{monday.isoformat()}</td><td>ads</td><td>{today.weekday() + 1}"
                      r"</td><td>[0-9.]+%</td><td>not final</td>", weekly)
     assert "week of" in weekly
+
+
+CHARTS = ("chart-steps", "chart-channels", "chart-days", "chart-leads")
+
+
+@needs_browser
+@pytest.mark.parametrize("width,height,mobile", [(390, 844, True), (1400, 900, False)],
+                         ids=["phone", "desktop"])
+def test_dashboard_fits_a_phone_and_a_desktop_and_draws_every_chart(
+        api, dashboard_data, key, tmp_path, width, height, mobile):
+    """At a phone's width (390 CSS px, mobile viewport) and a desktop's, nothing makes the page
+    scroll sideways, every chart lies inside the viewport and paints, and the step funnel's bars
+    are in the screenshot (its wide table scrolls inside its own panel)."""
+    url = f"{api.base_url}/dashboard?start=2025-10-01&end=2025-10-07#key={key['X-API-Key']}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height},
+                                    is_mobile=mobile, device_scale_factor=1)
+            page.goto(url)
+            page.wait_for_selector("body[data-state=ready]", timeout=20_000)
+            inner, scroll = page.evaluate(
+                "[innerWidth, document.documentElement.scrollWidth]")
+            assert inner == width and scroll <= width
+            for chart in CHARTS:
+                canvas = page.locator(f"#{chart}")
+                box = canvas.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+                assert box["width"] > 250 and box["height"] == 300
+                assert int(canvas.get_attribute("data-painted")) > 2_000
+            shot = tmp_path / f"steps-{width}.png"
+            page.locator("#chart-steps").screenshot(path=str(shot))
+        finally:
+            browser.close()
+    _w, _h, pixels = png_pixels(shot)
+    assert any(p[2] > 180 and p[0] < 60 and p[1] < 100 for p in pixels)  # the dark blue bars
 
 
 @needs_browser
