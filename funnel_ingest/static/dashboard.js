@@ -16,7 +16,7 @@
   const charts = {};
   let knownChannels = null;
   let today = null;     // today's business date in FUNNEL_TIMEZONE (GET dashboard/settings)
-  let loaded = null;    // the last report drawn: {page, daily, start, end}
+  let loaded = null;    // the last report drawn: {page, daily, q (its filters), start, end}
 
   class AuthError extends Error {}
 
@@ -151,21 +151,108 @@
     });
   }
 
-  function renderTotals(total) {
-    const tiles = [["Leads", integer.format(total.leads)],
-                   ["Bookings", integer.format(total.bookings)],
-                   ["Transactions", integer.format(total.transactions)],
-                   ["Lead \u2192 transaction", pct(total.conversion.lead_to_transaction)],
-                   ["Revenue", money(total.revenue.sum)],
-                   ["Median lead \u2192 booking", duration(total.lead_to_booking_seconds.median)]];
-    $("totals").replaceChildren(...tiles.map(([label, value]) => {
+  // The totals, each with its change from the previous period of the same length: counts and
+  // revenue as a relative change, the conversion rate in percentage points.
+  function renderTotals(total, before) {
+    const ratio = (now, then) => (then ? (now - then) / then : null);
+    const tiles = [
+      ["Leads", integer.format(total.leads), ratio(total.leads, before.leads), "%"],
+      ["Bookings", integer.format(total.bookings), ratio(total.bookings, before.bookings), "%"],
+      ["Transactions", integer.format(total.transactions),
+       ratio(total.transactions, before.transactions), "%"],
+      ["Lead \u2192 transaction", pct(total.conversion.lead_to_transaction),
+       total.conversion.lead_to_transaction === null ||
+         before.conversion.lead_to_transaction === null ? null
+         : total.conversion.lead_to_transaction - before.conversion.lead_to_transaction, "pt"],
+      ["Revenue", money(total.revenue.sum), ratio(total.revenue.sum, before.revenue.sum), "%"],
+      ["Median lead \u2192 booking", duration(total.lead_to_booking_seconds.median), null, ""]];
+    $("totals").replaceChildren(...tiles.map(([label, value, change, unit]) => {
       const div = document.createElement("div");
       div.className = "tile";
       div.innerHTML = '<div class="label"></div><div class="value"></div>';
       div.firstChild.textContent = label;
       div.lastChild.textContent = value;
+      if (unit) {
+        const delta = document.createElement("div");
+        const shown = change === null ? "\u2013" : (change > 0 ? "+" : "") +
+          (100 * change).toFixed(1) + (unit === "pt" ? " pt" : "%");
+        delta.className = "delta" + (change > 0 ? " up" : change < 0 ? " down" : "");
+        delta.textContent = shown;
+        div.dataset.delta = shown;
+        div.appendChild(delta);
+      }
       return div;
     }));
+  }
+
+  // The period of the same length just before start..end.
+  function previousPeriod(start, end) {
+    const days = daysBetween(start, end).length;
+    const last = new Date(start + "T00:00:00Z");
+    last.setUTCDate(last.getUTCDate() - 1);
+    const first = new Date(last);
+    first.setUTCDate(first.getUTCDate() - (days - 1));
+    return [iso(first), iso(last)];
+  }
+
+  // ------------------------------------------------------------------ the lead list
+  const LEAD_PAGE = 50;
+  let leadCursors = [null];   // the cursor of each page reached (null: the first page)
+
+  // What is on screen: the filters last applied, not the form's unapplied edits.
+  const shown = () => new URLSearchParams(loaded.q);
+
+  async function loadLeads(index) {
+    const q = shown();
+    q.set("limit", String(LEAD_PAGE));
+    q.set("summary", "false");
+    if (leadCursors[index]) q.set("cursor", leadCursors[index]);
+    const page = await get("funnel-report", q);
+    leadCursors = leadCursors.slice(0, index + 1);
+    if (page.next_cursor) leadCursors.push(page.next_cursor);
+    const body = $("leads").tBodies[0];
+    body.replaceChildren();
+    page.rows.forEach((row) => {
+      const tr = body.insertRow();
+      tr.dataset.lead = row.lead_id;
+      [row.leads_date, row.channel, row.phone || "\u2013", row.booking_date || "\u2013",
+       row.transaction_date || "\u2013", money(row.transaction_value),
+       row.campaign_id || "\u2013", row.medium || "\u2013",
+      ].forEach((v) => { tr.insertCell().textContent = v; });
+    });
+    const first = index * LEAD_PAGE;
+    const total = loaded.page.summary.total.leads;
+    $("leads-page").textContent = page.rows.length
+      ? `${integer.format(first + 1)}\u2013${integer.format(first + page.rows.length)} of ` +
+        integer.format(total) : "no leads";
+    $("leads").dataset.page = String(index);
+    $("leads-prev").disabled = index === 0;
+    $("leads-next").disabled = !page.next_cursor;
+  }
+
+  function pageLeads(index) {
+    loadLeads(index).catch((err) => {
+      if (err instanceof AuthError) return showLogin(err.message);
+      $("status").textContent = "Could not load the leads: " + err.message;
+    });
+  }
+
+  // The whole filtered report as CSV (the API streams it), saved under the API's file name.
+  async function downloadCsv() {
+    const q = shown();
+    q.set("format", "csv");
+    const r = await fetch("funnel-report?" + q.toString(), {
+      headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" }, cache: "no-store" });
+    if (r.status === 401 || r.status === 403) throw new AuthError("the API key was refused");
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const named = (r.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await r.blob());
+    a.download = named ? named[1] : "funnel_report.csv";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
   }
 
   // [name, figures] of each channel, then of all channels.
@@ -336,20 +423,28 @@
     document.body.dataset.state = "loading";
     $("status").textContent = "Loading\u2026";
     const q = query();
+    const [beforeStart, beforeEnd] = previousPeriod(q.get("start"), q.get("end"));
+    const before = new URLSearchParams([...q, ["limit", "1"]]);
+    before.set("start", beforeStart);
+    before.set("end", beforeEnd);
     try {
-      const [page, daily] = await Promise.all([
+      const [page, daily, previous] = await Promise.all([
         get("funnel-report", new URLSearchParams([...q, ["limit", "1"]])),
-        get("funnel-report/daily", q)]);
+        get("funnel-report/daily", q), get("funnel-report", before)]);
       $("login").hidden = true;
       $("content").hidden = false;
       $("forget").hidden = false;
       renderChannelPicker(page.summary);
-      renderTotals(page.summary.total);
+      renderTotals(page.summary.total, previous.summary.total);
+      $("compared").textContent = `Changes against the ${daysBetween(q.get("start"),
+        q.get("end")).length} days before: ${beforeStart} to ${beforeEnd}.`;
       renderSummary(page.summary);
       renderChannels(page.summary);
       renderSteps(page.summary);
-      loaded = { page, daily, start: q.get("start"), end: q.get("end") };
+      loaded = { page, daily, q, start: q.get("start"), end: q.get("end") };
       renderOverTime();
+      leadCursors = [null];
+      await loadLeads(0);
       $("status").textContent = `${integer.format(page.summary.total.leads)} leads, lead dates ` +
         `${q.get("start")} to ${q.get("end")} (${page.filters.timezone}; today ${today})`;
       document.body.dataset.state = "ready";
@@ -377,6 +472,12 @@
     $("campaign").value = url.get("campaign") || "";
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
     $("period").addEventListener("change", () => { if (loaded) renderOverTime(); });
+    $("leads-prev").addEventListener("click", () => pageLeads(Number($("leads").dataset.page) - 1));
+    $("leads-next").addEventListener("click", () => pageLeads(Number($("leads").dataset.page) + 1));
+    $("csv").addEventListener("click", () => loaded && downloadCsv().catch((err) => {
+      if (err instanceof AuthError) return showLogin(err.message);
+      $("status").textContent = "Could not download the CSV: " + err.message;
+    }));
     $("login-form").addEventListener("submit", (e) => {
       e.preventDefault();
       sessionStorage.setItem(KEY, $("key").value);

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from funnel_ingest.api.dashboard import STATIC_DIR
-from tests.support import DAY, hand_computed_rows, insert, lead
+from tests.support import DAY, hand_computed_rows, insert, insert_many, lead
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHART_JS_SHA256 = "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"
@@ -237,6 +237,65 @@ def test_dashboard_fits_a_phone_and_a_desktop_and_draws_every_chart(
             browser.close()
     _w, _h, pixels = png_pixels(shot)
     assert any(p[2] > 180 and p[0] < 60 and p[1] < 100 for p in pixels)  # the dark blue bars
+
+
+@needs_browser
+def test_dashboard_compares_with_the_period_before_and_lists_the_leads_on_screen(
+        api, funnel_db, key, tmp_path):
+    """The totals carry their change against the previous period of the same length; under the
+    charts the selected leads page by page in report order (Next, Previous); the CSV download
+    is the report of the filters applied, byte for byte, even after the form was edited."""
+    insert_many(funnel_db, 120, DAY, 30)            # 4 leads a day
+    insert(funnel_db, [lead("ads", DAY + timedelta(days=20), minute=m) for m in range(6)])
+    start, end = DAY + timedelta(days=15), DAY + timedelta(days=29)
+    params = {"start": start.isoformat(), "end": end.isoformat()}
+
+    def leads(start_: date, end_: date) -> int:
+        body = api.client.get("/funnel-report", headers=key, params={
+            "start": start_.isoformat(), "end": end_.isoformat(), "limit": 1}).json()
+        return body["summary"]["total"]["leads"]
+
+    assert leads(start, end) == 66 and leads(DAY, DAY + timedelta(days=14)) == 60
+    order = [r["lead_id"] for r in api.client.get("/funnel-report", headers=key, params={
+        **params, "limit": 1000}).json()["rows"]]
+    csv = api.client.get("/funnel-report", headers=key, params={**params, "format": "csv"})
+    url = (f"{api.base_url}/dashboard?start={start}&end={end}#key={key['X-API-Key']}")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900},
+                                    accept_downloads=True)
+            page.goto(url)
+            page.wait_for_selector("body[data-state=ready]", timeout=20_000)
+            tiles = page.locator("#totals .tile")
+            assert tiles.nth(0).get_attribute("data-delta") == "+10.0%"   # 66 against 60
+            assert "the 15 days before: 2025-10-01 to 2025-10-15" in page.inner_text("#compared")
+
+            def shown() -> list[str]:
+                return page.eval_on_selector_all("#leads tbody tr",
+                                                 "rows => rows.map(r => r.dataset.lead)")
+
+            assert shown() == order[:50]
+            assert page.inner_text("#leads-page") == "1\u201350 of 66"
+            assert page.is_disabled("#leads-prev") and not page.is_disabled("#leads-next")
+            page.click("#leads-next")
+            page.wait_for_selector('#leads[data-page="1"]')
+            assert shown() == order[50:]
+            assert page.inner_text("#leads-page") == "51\u201366 of 66"
+            assert page.is_disabled("#leads-next")
+            page.click("#leads-prev")
+            page.wait_for_selector('#leads[data-page="0"]')
+            assert shown() == order[:50]
+
+            page.fill("#campaign", "not-applied")     # an edit without Apply changes nothing
+            with page.expect_download() as download:
+                page.click("#csv")
+            saved = download.value
+            assert saved.suggested_filename == f"funnel_report_{start}_{end}.csv"
+            body = open(saved.path(), "rb").read()
+        finally:
+            browser.close()
+    assert body == csv.content and body.count(b"\n") == 67   # header + 66 leads
 
 
 @needs_browser
