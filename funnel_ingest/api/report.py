@@ -1,5 +1,5 @@
-"""Report routes: the funnel as JSON pages with a per-channel summary, as streamed CSV, and the
-same summary per lead date (for charts). The dashboard page is `dashboard.py` (included here).
+"""Report routes: the funnel as JSON pages with a per-channel summary, as streamed CSV, the
+same summary per lead date (for charts) and per value of a chosen dimension (breakdown). The dashboard page is `dashboard.py` (included here).
 
 All data routes require `X-API-Key: <API_KEY>` (the keyword routes' check, `keywords_api`).
 Postgres is reached with synchronous psycopg in a worker thread (`asyncio.to_thread`), like the
@@ -158,6 +158,21 @@ class FunnelReportPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` (same filters) for the next "
                                                 "page; null on the last page")
     summary: Summary | None
+
+
+class GroupFigures(Figures):
+    value: str | None = Field(description="the group's value of `by`; null for the leads "
+                                          "that have none (no campaign, no ad, ...)")
+
+
+class Breakdown(BaseModel):
+    """The summary per value of `by`, the groups with the most leads first."""
+
+    filters: Filters
+    by: str
+    groups: list[GroupFigures]
+    omitted_groups: int = Field(description="groups beyond `limit`, not listed")
+    omitted_leads: int = Field(description="the leads of those groups")
 
 
 class DayFigures(ChannelFigures):
@@ -398,6 +413,39 @@ async def funnel_report_daily(
     except psycopg.Error as exc:
         return store_unavailable(exc, "report")
     return _json({"filters": _filters_doc(filt, settings), "days": days})
+
+
+@router.get("/funnel-report/breakdown", response_model=Breakdown,
+            summary="The funnel summary per channel, medium, campaign, ad or opening keyword",
+            responses=_PROBLEMS)
+async def funnel_report_breakdown(
+        request: Request,
+        x_api_key: KeyQ,
+        by: Annotated[Literal["channel", "medium", "campaign", "ad", "opening_keyword"], Query(
+            description="the dimension: channel, medium, campaign (campaign_id), ad (ad_id) "
+                        "or opening_keyword")] = "channel",
+        start: StartQ = None,
+        end: EndQ = None,
+        channel: ChannelQ = None,
+        campaign: CampaignQ = None,
+        medium: MediumQ = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="groups listed (most leads "
+                                                             "first)")] = 20):
+    """The same figures as the `/funnel-report` summary for each value of `by` among the
+    selected leads: the `limit` groups with the most leads, and how many groups and leads were
+    left out. Leads without a value (no campaign, no ad, ...) are one group, `value` null."""
+    settings: Settings = request.app.state.settings
+    if (denied := check_api_key(settings, x_api_key)) is not None:
+        return denied
+    try:
+        filt = _filter(start, end, channel, campaign, medium)
+    except FilterError as exc:
+        return problem(422, "invalid_filter", str(exc))
+    try:
+        body = await _with_conn(request, lambda conn: report.breakdown(conn, filt, by, limit))
+    except psycopg.Error as exc:
+        return store_unavailable(exc, "report")
+    return _json({"filters": _filters_doc(filt, settings), **body})
 
 
 router.include_router(dashboard.router)

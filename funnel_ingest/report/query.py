@@ -332,6 +332,33 @@ def summary(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
     return {"by_channel": by_channel, "total": total}
 
 
+BREAKDOWNS = {"channel": "channel", "medium": "medium", "campaign": "campaign_id",
+              "ad": "ad_id", "opening_keyword": "opening_keyword"}
+"""What a summary can be broken down by: its name in the API -> the funnel column."""
+
+
+def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int = 20
+              ) -> dict[str, Any]:
+    """The summary of `filt`'s leads per value of `by` (a key of BREAKDOWNS; leads without a
+    value form one group, value None): the `limit` groups with the most leads, largest first,
+    and how many groups and leads the others hold."""
+    if by not in BREAKDOWNS:
+        raise FilterError(f"by must be one of {', '.join(BREAKDOWNS)}")
+    query = sql.SQL(
+        "SELECT {col} AS value, count(*) OVER () AS all_groups, "
+        "sum(count(*)) OVER () AS all_leads, {agg} FROM funnel WHERE {where} "
+        "GROUP BY 1 ORDER BY leads DESC, value NULLS LAST LIMIT {n}").format(
+        col=sql.Identifier(BREAKDOWNS[by]), agg=_AGGREGATES, where=filt.conditions(),
+        n=sql.Literal(limit))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    groups = [{"value": r["value"], **_stage(r).as_dict()} for r in rows]
+    all_groups = rows[0]["all_groups"] if rows else 0
+    all_leads = int(rows[0]["all_leads"]) if rows else 0
+    return {"by": by, "groups": groups, "omitted_groups": all_groups - len(groups),
+            "omitted_leads": all_leads - sum(g["leads"] for g in groups)}
+
+
 def daily(conn: psycopg.Connection, filt: ReportFilter) -> list[dict[str, Any]]:
     """The summary per lead date and channel, in (leads_date, channel) order."""
     query = sql.SQL("SELECT leads_date, channel, {} FROM funnel WHERE {} "

@@ -230,10 +230,12 @@
     $("leads-next").disabled = !page.next_cursor;
   }
 
-  function pageLeads(index) {
-    loadLeads(index).catch((err) => {
+  // Runs one of the page's actions: what fails is said in the status line (a refused key
+  // asks for the key again).
+  function act(what, action) {
+    action().catch((err) => {
       if (err instanceof AuthError) return showLogin(err.message);
-      $("status").textContent = "Could not load the leads: " + err.message;
+      $("status").textContent = `Could not ${what}: ${err.message}`;
     });
   }
 
@@ -259,12 +261,11 @@
   const groupsOf = (summary) => [...summary.by_channel.map((c) => [c.channel, c]),
                                  ["All channels", summary.total]];
 
-  // The groups as rows of table `id`: `cells(figures)` gives a row's cells after the name,
-  // each a text or [text, class].
-  function channelRows(id, summary, cells) {
+  // [name, figures] pairs (the last one the total) as rows of table `id`: `cells(figures)`
+  // gives a row's cells after the name, each a text or [text, class].
+  function groupRows(id, groups, cells) {
     const body = $(id).tBodies[0];
     body.replaceChildren();
-    const groups = groupsOf(summary);
     groups.forEach(([name, f], i) => {
       const tr = body.insertRow();
       tr.dataset.channel = name;
@@ -279,7 +280,7 @@
   }
 
   function renderSummary(summary) {
-    channelRows("summary", summary, (f) => [
+    groupRows("summary", groupsOf(summary), (f) => [
       integer.format(f.leads), integer.format(f.bookings), integer.format(f.transactions),
       pct(f.conversion.lead_to_booking), pct(f.conversion.booking_to_transaction),
       pct(f.conversion.lead_to_transaction), money(f.revenue.sum), money(f.revenue.average),
@@ -304,10 +305,33 @@
                summary.by_channel.map((c) => [c.channel, ...STEPS.map(([k]) => pct(c.conversion[k]))]));
   }
 
-  // The step funnel: each channel's leads, bookings and transactions side by side, with the
-  // drop-off and conversion of each step in the table under it.
-  function renderSteps(summary) {
-    const groups = groupsOf(summary);
+  // The step funnel: each group's leads, bookings and transactions side by side, with the
+  // drop-off and conversion of each step in the table under it. The groups are the channels,
+  // or the values of the dimension chosen in the "by" selector (GET funnel-report/breakdown).
+  const BY_NAMES = { channel: ["Channel", "channels"], medium: ["Medium", "media"],
+                     campaign: ["Campaign", "campaigns"], ad: ["Ad", "ads"],
+                     opening_keyword: ["Opening keyword", "opening keywords"] };
+
+  async function renderSteps() {
+    const by = $("breakdown").value;
+    const total = loaded.page.summary.total;
+    let groups = groupsOf(loaded.page.summary);
+    let note = "";
+    if (by !== "channel") {
+      const q = shown();
+      q.set("by", by);
+      const found = await get("funnel-report/breakdown", q);
+      groups = [...found.groups.map((g) => [g.value === null ? "(none)" : g.value, g]),
+                ["All leads", total]];
+      if (found.omitted_groups) {
+        note = `The ${found.groups.length} ${BY_NAMES[by][1]} with the most leads; ` +
+          `${integer.format(found.omitted_groups)} more hold ` +
+          `${integer.format(found.omitted_leads)} leads.`;
+      }
+    }
+    $("steps-by").textContent = BY_NAMES[by][0];
+    $("steps-note").textContent = note;
+    $("steps-note").hidden = !note;
     draw("chart-steps", {
       type: "bar",
       data: { labels: groups.map((g) => g[0]), datasets: COUNTS.map(([k, label, color]) => ({
@@ -317,11 +341,12 @@
     });
     const drop = (from, to) => [from ? integer.format(from - to) + " (" +
       pct((from - to) / from) + ")" : "\u2013", "drop"];
-    channelRows("steps", summary, (f) => [
+    groupRows("steps", groups, (f) => [
       integer.format(f.leads), integer.format(f.bookings), drop(f.leads, f.bookings),
       pct(f.conversion.lead_to_booking), integer.format(f.transactions),
       drop(f.bookings, f.transactions), pct(f.conversion.booking_to_transaction),
       pct(f.conversion.lead_to_transaction)]);
+    $("steps").dataset.by = by;
   }
 
   // Monday of the ISO week of a date.
@@ -440,11 +465,10 @@
         q.get("end")).length} days before: ${beforeStart} to ${beforeEnd}.`;
       renderSummary(page.summary);
       renderChannels(page.summary);
-      renderSteps(page.summary);
       loaded = { page, daily, q, start: q.get("start"), end: q.get("end") };
       renderOverTime();
       leadCursors = [null];
-      await loadLeads(0);
+      await Promise.all([renderSteps(), loadLeads(0)]);
       $("status").textContent = `${integer.format(page.summary.total.leads)} leads, lead dates ` +
         `${q.get("start")} to ${q.get("end")} (${page.filters.timezone}; today ${today})`;
       document.body.dataset.state = "ready";
@@ -464,6 +488,7 @@
     today = today || iso(new Date());
     const url = new URLSearchParams(location.search);
     if (url.get("per") === "week") $("period").value = "week";
+    if (url.get("by") in BY_NAMES) $("breakdown").value = url.get("by");
     const end = url.get("end") || today;
     const start = url.get("start") ||
       iso(new Date(new Date(end + "T00:00:00Z").getTime() - 29 * 86400000));
@@ -472,12 +497,13 @@
     $("campaign").value = url.get("campaign") || "";
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
     $("period").addEventListener("change", () => { if (loaded) renderOverTime(); });
-    $("leads-prev").addEventListener("click", () => pageLeads(Number($("leads").dataset.page) - 1));
-    $("leads-next").addEventListener("click", () => pageLeads(Number($("leads").dataset.page) + 1));
-    $("csv").addEventListener("click", () => loaded && downloadCsv().catch((err) => {
-      if (err instanceof AuthError) return showLogin(err.message);
-      $("status").textContent = "Could not download the CSV: " + err.message;
-    }));
+    const leadPage = (step) => () => act("load the leads",
+                                         () => loadLeads(Number($("leads").dataset.page) + step));
+    $("leads-prev").addEventListener("click", leadPage(-1));
+    $("leads-next").addEventListener("click", leadPage(1));
+    $("breakdown").addEventListener("change", () => {
+      if (loaded) act("load the breakdown", renderSteps); });
+    $("csv").addEventListener("click", () => { if (loaded) act("download the CSV", downloadCsv); });
     $("login-form").addEventListener("submit", (e) => {
       e.preventDefault();
       sessionStorage.setItem(KEY, $("key").value);

@@ -11,12 +11,14 @@ import shutil
 import struct
 import subprocess
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from funnel_ingest.api.dashboard import STATIC_DIR
 from tests.support import DAY, hand_computed_rows, insert, insert_many, lead
@@ -92,8 +94,8 @@ def step_row(dom: str, channel: str) -> list[str]:
 def summary_row(dom: str, channel: str, table: str = "summary") -> list[str]:
     found = re.search(rf'<table id="{table}".*?</table>', dom, re.DOTALL)
     assert found, f"no table {table}"
-    row = re.search(rf'<tr[^>]*data-channel="{channel}"[^>]*>(.*?)</tr>', found.group(0),
-                    re.DOTALL)
+    row = re.search(rf'<tr[^>]*data-channel="{re.escape(channel)}"[^>]*>(.*?)</tr>',
+                    found.group(0), re.DOTALL)
     assert row, f"no {table} row for {channel}"
     return [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))]
 
@@ -206,6 +208,23 @@ def test_dashboard_defaults_to_the_last_30_business_days_and_flags_young_cohorts
 CHARTS = ("chart-steps", "chart-channels", "chart-days", "chart-leads")
 
 
+@contextmanager
+def ready_page(url: str, width: int = 1400, height: int = 900, mobile: bool = False
+               ) -> Iterator[Page]:
+    """The dashboard at `url` in the system's Chromium (driven by Playwright), once drawn."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height},
+                                    is_mobile=mobile, device_scale_factor=1,
+                                    accept_downloads=True)
+            page.goto(url)
+            page.wait_for_selector("body[data-state=ready]", timeout=20_000)
+            yield page
+        finally:
+            browser.close()
+
+
 @needs_browser
 @pytest.mark.parametrize("width,height,mobile", [(390, 844, True), (1400, 900, False)],
                          ids=["phone", "desktop"])
@@ -215,26 +234,17 @@ def test_dashboard_fits_a_phone_and_a_desktop_and_draws_every_chart(
     scroll sideways, every chart lies inside the viewport and paints, and the step funnel's bars
     are in the screenshot (its wide table scrolls inside its own panel)."""
     url = f"{api.base_url}/dashboard?start=2025-10-01&end=2025-10-07#key={key['X-API-Key']}"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height},
-                                    is_mobile=mobile, device_scale_factor=1)
-            page.goto(url)
-            page.wait_for_selector("body[data-state=ready]", timeout=20_000)
-            inner, scroll = page.evaluate(
-                "[innerWidth, document.documentElement.scrollWidth]")
-            assert inner == width and scroll <= width
-            for chart in CHARTS:
-                canvas = page.locator(f"#{chart}")
-                box = canvas.bounding_box()
-                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
-                assert box["width"] > 250 and box["height"] == 300
-                assert int(canvas.get_attribute("data-painted")) > 2_000
-            shot = tmp_path / f"steps-{width}.png"
-            page.locator("#chart-steps").screenshot(path=str(shot))
-        finally:
-            browser.close()
+    with ready_page(url, width, height, mobile) as page:
+        inner, scroll = page.evaluate("[innerWidth, document.documentElement.scrollWidth]")
+        assert inner == width and scroll <= width
+        for chart in CHARTS:
+            canvas = page.locator(f"#{chart}")
+            box = canvas.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+            assert box["width"] > 250 and box["height"] == 300
+            assert int(canvas.get_attribute("data-painted")) > 2_000
+        shot = tmp_path / f"steps-{width}.png"
+        page.locator("#chart-steps").screenshot(path=str(shot))
     _w, _h, pixels = png_pixels(shot)
     assert any(p[2] > 180 and p[0] < 60 and p[1] < 100 for p in pixels)  # the dark blue bars
 
@@ -259,43 +269,68 @@ def test_dashboard_compares_with_the_period_before_and_lists_the_leads_on_screen
     order = [r["lead_id"] for r in api.client.get("/funnel-report", headers=key, params={
         **params, "limit": 1000}).json()["rows"]]
     csv = api.client.get("/funnel-report", headers=key, params={**params, "format": "csv"})
-    url = (f"{api.base_url}/dashboard?start={start}&end={end}#key={key['X-API-Key']}")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900},
-                                    accept_downloads=True)
-            page.goto(url)
-            page.wait_for_selector("body[data-state=ready]", timeout=20_000)
-            tiles = page.locator("#totals .tile")
-            assert tiles.nth(0).get_attribute("data-delta") == "+10.0%"   # 66 against 60
-            assert "the 15 days before: 2025-10-01 to 2025-10-15" in page.inner_text("#compared")
+    url = f"{api.base_url}/dashboard?start={start}&end={end}#key={key['X-API-Key']}"
+    with ready_page(url) as page:
+        tiles = page.locator("#totals .tile")
+        assert tiles.nth(0).get_attribute("data-delta") == "+10.0%"   # 66 against 60
+        assert "the 15 days before: 2025-10-01 to 2025-10-15" in page.inner_text("#compared")
 
-            def shown() -> list[str]:
-                return page.eval_on_selector_all("#leads tbody tr",
-                                                 "rows => rows.map(r => r.dataset.lead)")
+        def shown() -> list[str]:
+            return page.eval_on_selector_all("#leads tbody tr",
+                                             "rows => rows.map(r => r.dataset.lead)")
 
-            assert shown() == order[:50]
-            assert page.inner_text("#leads-page") == "1\u201350 of 66"
-            assert page.is_disabled("#leads-prev") and not page.is_disabled("#leads-next")
-            page.click("#leads-next")
-            page.wait_for_selector('#leads[data-page="1"]')
-            assert shown() == order[50:]
-            assert page.inner_text("#leads-page") == "51\u201366 of 66"
-            assert page.is_disabled("#leads-next")
-            page.click("#leads-prev")
-            page.wait_for_selector('#leads[data-page="0"]')
-            assert shown() == order[:50]
+        assert shown() == order[:50]
+        assert page.inner_text("#leads-page") == "1\u201350 of 66"
+        assert page.is_disabled("#leads-prev") and not page.is_disabled("#leads-next")
+        page.click("#leads-next")
+        page.wait_for_selector('#leads[data-page="1"]')
+        assert shown() == order[50:]
+        assert page.inner_text("#leads-page") == "51\u201366 of 66"
+        assert page.is_disabled("#leads-next")
+        page.click("#leads-prev")
+        page.wait_for_selector('#leads[data-page="0"]')
+        assert shown() == order[:50]
 
-            page.fill("#campaign", "not-applied")     # an edit without Apply changes nothing
-            with page.expect_download() as download:
-                page.click("#csv")
-            saved = download.value
-            assert saved.suggested_filename == f"funnel_report_{start}_{end}.csv"
-            body = open(saved.path(), "rb").read()
-        finally:
-            browser.close()
+        page.fill("#campaign", "not-applied")     # an edit without Apply changes nothing
+        with page.expect_download() as download:
+            page.click("#csv")
+        saved = download.value
+        assert saved.suggested_filename == f"funnel_report_{start}_{end}.csv"
+        body = Path(saved.path()).read_bytes()
     assert body == csv.content and body.count(b"\n") == 67   # header + 66 leads
+
+
+@needs_browser
+def test_dashboard_breaks_the_step_funnel_down_by_medium_and_campaign(api, funnel_db, key):
+    """The step funnel's groups follow the "by" selector (or `?by=`): the values of the
+    dimension with the most leads first, leads without one as "(none)", and a note counting
+    the groups and leads beyond the 20 listed."""
+    rows = [lead("ads", book=60, pay=120, value=100_000, campaign="spring", medium="instagram"),
+            lead("ads", campaign="spring", medium="instagram"), lead("ads", book=30),
+            lead("website", medium=None)]
+    rows += [lead("direct", campaign=f"small-{n:02d}", minute=n) for n in range(22)]
+    insert(funnel_db, rows)
+    url = f"{api.base_url}/dashboard?start={DAY}&end={DAY}&by=medium#key={key['X-API-Key']}"
+    with ready_page(url) as page:
+        page.wait_for_selector('#steps[data-by="medium"]')
+        dom = page.content()
+        assert page.inner_text("#steps-by") == "Medium"
+        assert step_row(dom, "whatsapp")[1:4] == ["23", "1", "22 (95.7%)"]
+        assert step_row(dom, "instagram")[1:3] == ["2", "1"]
+        assert step_row(dom, "(none)")[1] == "1"
+        assert step_row(dom, "All leads")[1] == "26"
+        assert page.is_hidden("#steps-note")
+
+        page.select_option("#breakdown", "campaign")
+        page.wait_for_selector('#steps[data-by="campaign"]')
+        dom = page.content()
+        names = page.eval_on_selector_all("#steps tbody tr",
+                                          "rows => rows.map(r => r.dataset.channel)")
+        assert names[:2] == ["spring", "(none)"] and len(names) == 21   # 20 groups + total
+        assert step_row(dom, "spring")[1:6] == ["2", "1", "1 (50.0%)", "50.0%", "1"]
+        assert page.inner_text("#steps-note") == (
+            "The 20 campaigns with the most leads; 4 more hold 4 leads.")
+        assert int(page.get_attribute("#chart-steps", "data-points")) == 3 * 21
 
 
 @needs_browser

@@ -49,7 +49,8 @@ def all_pages(api: ApiServer, key: dict[str, str], **params: Any) -> list[list[d
 
 @pytest.mark.parametrize("path,params", [("/funnel-report", {}),
                                          ("/funnel-report", {"format": "csv"}),
-                                         ("/funnel-report/daily", {})])
+                                         ("/funnel-report/daily", {}),
+                                         ("/funnel-report/breakdown", {"by": "medium"})])
 def test_report_routes_refuse_a_missing_or_wrong_api_key(api, funnel_db, path, params):
     missing = api.client.get(path, params=params)
     assert missing.status_code == 401
@@ -156,6 +157,44 @@ def test_daily_summary_per_lead_date_and_channel(api, funnel_db, key):
                                "campaign": None, "mediums": [], "timezone": "Asia/Jakarta"}
     only_web = get(api, key, "/funnel-report/daily", channel="website").json()
     assert [d["channel"] for d in only_web["days"]] == ["website"]
+
+
+def test_breakdown_per_medium_campaign_and_opening_keyword_largest_groups_first(
+        api, funnel_db, key):
+    """The summary per value of the chosen dimension, groups with the most leads first; leads
+    without a value are one group (value null); beyond `limit`, the groups and leads left out
+    are counted, never silently dropped."""
+    rows = [lead("ads", book=60, pay=120, value=100_000, campaign="spring", medium="instagram"),
+            lead("ads", campaign="spring", medium="instagram"),
+            lead("ads", book=30, campaign="spring"),
+            lead("website", campaign="autumn"), lead("website", medium=None),
+            lead("direct", book=10, pay=600, value=50_000)]
+    rows[0]["opening_keyword"] = rows[1]["opening_keyword"] = "promo bali"
+    insert(funnel_db, rows)
+    by_medium = get(api, key, "/funnel-report/breakdown", by="medium").json()
+    assert [(g["value"], g["leads"], g["bookings"], g["transactions"])
+            for g in by_medium["groups"]] == [("whatsapp", 3, 2, 1), ("instagram", 2, 1, 1),
+                                              (None, 1, 0, 0)]
+    assert by_medium["groups"][1]["conversion"]["lead_to_transaction"] == 0.5
+    assert by_medium["groups"][1]["lead_to_booking_seconds"]["median"] == 60.0
+    assert (by_medium["by"], by_medium["omitted_groups"], by_medium["omitted_leads"]) == (
+        "medium", 0, 0)
+
+    top = get(api, key, "/funnel-report/breakdown", by="campaign", limit=1).json()
+    assert [(g["value"], g["leads"]) for g in top["groups"]] == [("spring", 3)]
+    assert (top["omitted_groups"], top["omitted_leads"]) == (2, 3)   # autumn 1, none 2
+
+    keyword = get(api, key, "/funnel-report/breakdown", by="opening_keyword",
+                  channel="ads").json()
+    assert [(g["value"], g["leads"]) for g in keyword["groups"]] == [("promo bali", 2),
+                                                                     (None, 1)]
+    assert keyword["filters"]["channels"] == ["ads"]
+
+    empty = get(api, key, "/funnel-report/breakdown", by="ad", start="2030-01-01").json()
+    assert (empty["groups"], empty["omitted_groups"], empty["omitted_leads"]) == ([], 0, 0)
+    for bad in ({"by": "phone"}, {"by": "medium", "limit": 0}, {"by": "medium", "limit": 101},
+                {"by": "medium", "start": "2025-10-02", "end": "2025-10-01"}):
+        assert get(api, key, "/funnel-report/breakdown", **bad).status_code == 422, bad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +461,7 @@ def test_openapi_documents_the_report_routes(api):
     params = {p["name"] for p in spec["paths"]["/funnel-report"]["get"]["parameters"]}
     assert {"start", "end", "channel", "campaign", "format", "limit", "cursor"} <= params
     assert "/funnel-report/daily" in spec["paths"] and "/dashboard" in spec["paths"]
+    assert "/funnel-report/breakdown" in spec["paths"] and "/dashboard/settings" in spec["paths"]
     assert "FunnelReportPage" in spec["components"]["schemas"]
 
 
