@@ -1,9 +1,9 @@
-"""The funnel dashboard: one page (`GET /dashboard`) with the step funnel, conversion by
-channel and over time (per day or week, young cohorts marked), the change against the period
-before, and the selected leads page by page with their CSV, drawn in the browser by the
-vendored Chart.js (`static/vendor/`, served here: nothing is fetched from elsewhere) from
-`/funnel-report` and `/funnel-report/daily`; `/dashboard/settings` gives it today's date in
-FUNNEL_TIMEZONE.
+"""The funnel dashboard: one page (`GET /dashboard`) with the step funnel (by channel or
+another dimension), conversion by channel and over time (per day or week, young cohorts
+marked), the time to convert, the change against the period before, and the selected leads
+page by page with their CSV. It is drawn in the browser by the vendored Chart.js
+(`static/vendor/`, served here: nothing is fetched from elsewhere) from the `/funnel-report`
+routes; `/dashboard/settings` gives it today's date in FUNNEL_TIMEZONE.
 
 The page itself holds no data and needs no key. The API key is typed into the page's prompt
 (or handed over as a URL fragment, `/dashboard#key=...`, which browsers never send to a

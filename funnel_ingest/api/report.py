@@ -175,6 +175,18 @@ class Breakdown(BaseModel):
     omitted_leads: int = Field(description="the leads of those groups")
 
 
+class Durations(BaseModel):
+    """Leads per bucket of the time from their first message to their booking and to their
+    transaction: bucket 0 is under `bounds_seconds[0]`, bucket i from `bounds_seconds[i-1]`
+    (inclusive) to `bounds_seconds[i]`, the last one from the last bound on. Leads without an
+    observed booking (transaction) are not in that stage's counts."""
+
+    filters: Filters
+    bounds_seconds: list[int]
+    lead_to_booking: list[int]
+    lead_to_transaction: list[int]
+
+
 class DayFigures(ChannelFigures):
     leads_date: date
 
@@ -234,6 +246,28 @@ async def _with_conn(request: Request, fn: Callable[[psycopg.Connection], T]) ->
             return fn(conn)
 
     return await asyncio.to_thread(run)
+
+
+async def _figures(request: Request, x_api_key: str | None,
+                   filt_args: tuple[date | None, date | None, list[str] | None, str | None,
+                                    list[str] | None],
+                   query: Callable[[psycopg.Connection, ReportFilter], dict[str, Any]]
+                   ) -> Response:
+    """A route of figures over the filtered leads: the key checked, the filter validated (422),
+    `query` run on a pooled connection (503 when Postgres fails) and its result answered with
+    the filters."""
+    settings: Settings = request.app.state.settings
+    if (denied := check_api_key(settings, x_api_key)) is not None:
+        return denied
+    try:
+        filt = _filter(*filt_args)
+    except FilterError as exc:
+        return problem(422, "invalid_filter", str(exc))
+    try:
+        body = await _with_conn(request, lambda conn: query(conn, filt))
+    except psycopg.Error as exc:
+        return store_unavailable(exc, "report")
+    return _json({"filters": _filters_doc(filt, settings), **body})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,18 +435,8 @@ async def funnel_report_daily(
         medium: MediumQ = None):
     """The same figures as the `/funnel-report` summary, for each (lead date, channel) that has
     leads, in date then channel order."""
-    settings: Settings = request.app.state.settings
-    if (denied := check_api_key(settings, x_api_key)) is not None:
-        return denied
-    try:
-        filt = _filter(start, end, channel, campaign, medium)
-    except FilterError as exc:
-        return problem(422, "invalid_filter", str(exc))
-    try:
-        days = await _with_conn(request, lambda conn: report.daily(conn, filt))
-    except psycopg.Error as exc:
-        return store_unavailable(exc, "report")
-    return _json({"filters": _filters_doc(filt, settings), "days": days})
+    return await _figures(request, x_api_key, (start, end, channel, campaign, medium),
+                          lambda conn, filt: {"days": report.daily(conn, filt)})
 
 
 @router.get("/funnel-report/breakdown", response_model=Breakdown,
@@ -434,18 +458,26 @@ async def funnel_report_breakdown(
     """The same figures as the `/funnel-report` summary for each value of `by` among the
     selected leads: the `limit` groups with the most leads, and how many groups and leads were
     left out. Leads without a value (no campaign, no ad, ...) are one group, `value` null."""
-    settings: Settings = request.app.state.settings
-    if (denied := check_api_key(settings, x_api_key)) is not None:
-        return denied
-    try:
-        filt = _filter(start, end, channel, campaign, medium)
-    except FilterError as exc:
-        return problem(422, "invalid_filter", str(exc))
-    try:
-        body = await _with_conn(request, lambda conn: report.breakdown(conn, filt, by, limit))
-    except psycopg.Error as exc:
-        return store_unavailable(exc, "report")
-    return _json({"filters": _filters_doc(filt, settings), **body})
+    return await _figures(request, x_api_key, (start, end, channel, campaign, medium),
+                          lambda conn, filt: report.breakdown(conn, filt, by, limit))
+
+
+@router.get("/funnel-report/durations", response_model=Durations,
+            summary="How long leads took to book and to pay: the distributions",
+            responses=_PROBLEMS)
+async def funnel_report_durations(
+        request: Request,
+        x_api_key: KeyQ,
+        start: StartQ = None,
+        end: EndQ = None,
+        channel: ChannelQ = None,
+        campaign: CampaignQ = None,
+        medium: MediumQ = None):
+    """The distributions behind the summary's median and p90 lead -> booking and lead ->
+    transaction times, as counts of leads per time bucket (from under 5 minutes to 30 days
+    and more)."""
+    return await _figures(request, x_api_key, (start, end, channel, campaign, medium),
+                          report.durations)
 
 
 router.include_router(dashboard.router)

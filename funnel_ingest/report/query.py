@@ -359,6 +359,32 @@ def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int 
             "omitted_leads": all_leads - sum(g["leads"] for g in groups)}
 
 
+DURATION_BOUNDS = (300, 1800, 7200, 21600, 86400, 259200, 604800, 1209600, 2592000)
+"""The edges (seconds) of the time-to-convert buckets: under 5 minutes, 5-30 minutes, 30
+minutes-2 hours, 2-6 hours, 6 hours-1 day, 1-3 days, 3-7 days, 7-14 days, 14-30 days, 30 days
+and more."""
+
+
+def durations(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
+    """How long the selected leads took from their first message to their booking and to their
+    transaction: per stage, the count of leads in each bucket of DURATION_BOUNDS (a bucket
+    holds from its lower edge, inclusive, to its upper edge). Leads whose booking or
+    transaction was not observed are not counted for that stage."""
+    bounds = sql.Literal(list(DURATION_BOUNDS))
+    query = sql.SQL(
+        "SELECT s.stage, width_bucket(s.seconds, {b}) AS bucket, count(*) FROM funnel, "
+        "LATERAL (VALUES ('booking', date_part('epoch', booking_at - lead_at)), "
+        "('transaction', date_part('epoch', transaction_at - lead_at))) AS s (stage, seconds) "
+        "WHERE {where} AND s.seconds IS NOT NULL GROUP BY 1, 2").format(
+        b=bounds, where=filt.conditions())
+    counts = {"booking": [0] * (len(DURATION_BOUNDS) + 1),
+              "transaction": [0] * (len(DURATION_BOUNDS) + 1)}
+    for stage, bucket, n in conn.execute(query):
+        counts[stage][bucket] += n
+    return {"bounds_seconds": list(DURATION_BOUNDS), "lead_to_booking": counts["booking"],
+            "lead_to_transaction": counts["transaction"]}
+
+
 def daily(conn: psycopg.Connection, filt: ReportFilter) -> list[dict[str, Any]]:
     """The summary per lead date and channel, in (leads_date, channel) order."""
     query = sql.SQL("SELECT leads_date, channel, {} FROM funnel WHERE {} "

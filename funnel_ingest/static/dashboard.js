@@ -349,6 +349,40 @@
     $("steps").dataset.by = by;
   }
 
+  // The time-to-convert distributions: each bucket's share of the leads that reached the stage
+  // (the label table also gives the counts and the cumulative share).
+  function renderDurations(found) {
+    const short = (s) => (s < 3600 ? s / 60 + "m" : s < 86400 ? s / 3600 + "h" : s / 86400 + "d");
+    const b = found.bounds_seconds;
+    const labels = [`< ${short(b[0])}`,
+                    ...b.slice(1).map((x, i) => `${short(b[i])}\u2013${short(x)}`),
+                    `\u2265 ${short(b[b.length - 1])}`];
+    const stages = [["lead_to_booking", "Lead \u2192 booking", "#60a5fa"],
+                    ["lead_to_transaction", "Lead \u2192 transaction", "#1d4ed8"]];
+    const share = (counts) => {
+      const n = counts.reduce((a, c) => a + c, 0);
+      return counts.map((c) => (n ? +(100 * c / n).toFixed(1) : null));
+    };
+    draw("chart-durations", {
+      type: "bar",
+      data: { labels, datasets: stages.map(([k, label, color]) => ({
+        label, backgroundColor: color, data: share(found[k]) })) },
+      options: { scales: { y: { beginAtZero: true, ticks: { callback: (v) => v + "%" } } } },
+    });
+    const rows = [];
+    stages.forEach(([k, label]) => {
+      const n = found[k].reduce((a, c) => a + c, 0);
+      let sum = 0;
+      found[k].forEach((c, i) => {
+        sum += c;
+        rows.push([label, labels[i], integer.format(c), pct(n ? c / n : null),
+                   pct(n ? sum / n : null)]);
+      });
+    });
+    labelTable("labels-durations", ["stage", "time since the lead", "leads", "share",
+                                    "cumulative"], rows);
+  }
+
   // Monday of the ISO week of a date.
   function weekOf(day) {
     const d = new Date(day + "T00:00:00Z");
@@ -453,9 +487,10 @@
     before.set("start", beforeStart);
     before.set("end", beforeEnd);
     try {
-      const [page, daily, previous] = await Promise.all([
+      const [page, daily, previous, durations] = await Promise.all([
         get("funnel-report", new URLSearchParams([...q, ["limit", "1"]])),
-        get("funnel-report/daily", q), get("funnel-report", before)]);
+        get("funnel-report/daily", q), get("funnel-report", before),
+        get("funnel-report/durations", q)]);
       $("login").hidden = true;
       $("content").hidden = false;
       $("forget").hidden = false;
@@ -467,6 +502,7 @@
       renderChannels(page.summary);
       loaded = { page, daily, q, start: q.get("start"), end: q.get("end") };
       renderOverTime();
+      renderDurations(durations);
       leadCursors = [null];
       await Promise.all([renderSteps(), loadLeads(0)]);
       $("status").textContent = `${integer.format(page.summary.total.leads)} leads, lead dates ` +

@@ -144,6 +144,19 @@ def test_dashboard_renders_the_charts_from_the_report(api, dashboard_data, key, 
     assert step_row(dom, "All channels")[1] == "32"
     assert 'data-young="0"' in dom  # lead dates of 2025: every conversion is final
 
+    # time to convert: each bucket's share of the leads that reached the stage
+    durations = canvas(dom, "chart-durations")
+    assert durations["data-series"] == "2" and int(durations["data-painted"]) > 5_000
+    found = api.client.get("/funnel-report/durations", headers=key, params={
+        "start": "2025-10-01", "end": "2025-10-07"}).json()
+    booked = sum(found["lead_to_booking"])
+    assert booked == 5 + 3 * 6   # observed bookings: 5 hand-computed rows, 3 a day for 6 days
+    first = found["lead_to_booking"][0]
+    assert re.search(rf"<td>Lead → booking</td><td>&lt; 5m</td><td>{first}</td>"
+                     rf"<td>{100 * first / booked:.1f}%</td>", dom)
+    assert re.search(r"<td>Lead → transaction</td><td>≥ 30d</td><td>\d+</td><td>[\d.]+%</td>"
+                     r"<td>100\.0%</td>", dom)
+
     shot = tmp_path / "dashboard.png"
     out = chromium(tmp_path, url, f"--screenshot={shot}")
     assert out.returncode == 0 and shot.exists(), out.stderr[-2000:]
@@ -205,7 +218,7 @@ def test_dashboard_defaults_to_the_last_30_business_days_and_flags_young_cohorts
     assert "week of" in weekly
 
 
-CHARTS = ("chart-steps", "chart-channels", "chart-days", "chart-leads")
+CHARTS = ("chart-steps", "chart-channels", "chart-days", "chart-durations", "chart-leads")
 
 
 @contextmanager

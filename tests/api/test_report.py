@@ -50,7 +50,8 @@ def all_pages(api: ApiServer, key: dict[str, str], **params: Any) -> list[list[d
 @pytest.mark.parametrize("path,params", [("/funnel-report", {}),
                                          ("/funnel-report", {"format": "csv"}),
                                          ("/funnel-report/daily", {}),
-                                         ("/funnel-report/breakdown", {"by": "medium"})])
+                                         ("/funnel-report/breakdown", {"by": "medium"}),
+                                         ("/funnel-report/durations", {})])
 def test_report_routes_refuse_a_missing_or_wrong_api_key(api, funnel_db, path, params):
     missing = api.client.get(path, params=params)
     assert missing.status_code == 401
@@ -195,6 +196,29 @@ def test_breakdown_per_medium_campaign_and_opening_keyword_largest_groups_first(
     for bad in ({"by": "phone"}, {"by": "medium", "limit": 0}, {"by": "medium", "limit": 101},
                 {"by": "medium", "start": "2025-10-02", "end": "2025-10-01"}):
         assert get(api, key, "/funnel-report/breakdown", **bad).status_code == 422, bad
+
+
+def test_durations_count_leads_per_time_bucket_from_lead_to_booking_and_to_transaction(
+        api, funnel_db, key):
+    """Each bucket holds its lower edge: a booking 300 s after the lead is in "5-30 minutes";
+    leads with no booking (no transaction) are not counted for that stage."""
+    day, hour = 86400, 3600
+    insert(funnel_db, [
+        lead("ads", book=60, pay=299), lead("ads", book=300, pay=2 * hour),
+        lead("ads", book=1799, pay=3 * day), lead("website", book=40 * day, pay=45 * day),
+        lead("website"), lead("direct", pay=7 * day),        # paid without a booking message
+        lead("direct", DAY + timedelta(days=1), book=60)])   # outside the range below
+    body = get(api, key, "/funnel-report/durations", start=DAY.isoformat(),
+               end=DAY.isoformat()).json()
+    assert body["bounds_seconds"] == [300, 1800, 7200, 21600, 86400, 259200, 604800, 1209600,
+                                      2592000]
+    assert body["lead_to_booking"] == [1, 2, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert body["lead_to_transaction"] == [1, 0, 0, 1, 0, 0, 1, 1, 0, 1]
+    assert body["filters"]["start"] == "2025-10-01"
+    ads = get(api, key, "/funnel-report/durations", channel="ads").json()
+    assert sum(ads["lead_to_booking"]) == 3 and sum(ads["lead_to_transaction"]) == 3
+    assert get(api, key, "/funnel-report/durations", start="2025-10-02",
+               end="2025-10-01").status_code == 422
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +485,8 @@ def test_openapi_documents_the_report_routes(api):
     params = {p["name"] for p in spec["paths"]["/funnel-report"]["get"]["parameters"]}
     assert {"start", "end", "channel", "campaign", "format", "limit", "cursor"} <= params
     assert "/funnel-report/daily" in spec["paths"] and "/dashboard" in spec["paths"]
-    assert "/funnel-report/breakdown" in spec["paths"] and "/dashboard/settings" in spec["paths"]
+    assert {"/funnel-report/breakdown", "/funnel-report/durations",
+            "/dashboard/settings"} <= set(spec["paths"])
     assert "FunnelReportPage" in spec["components"]["schemas"]
 
 
