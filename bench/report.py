@@ -12,8 +12,10 @@ for a month and a channel; a full CSV export streams without loading everything 
 2. the API runs as its own process (one granian worker) on that database;
 3. measured over HTTP: `/funnel-report` first page (rows + summary) for the busiest month and
    one channel (the channels in turn), the next page by cursor, `/funnel-report/daily` for the
-   same filter, the month over all channels, and the full CSV export (every row, streamed),
-   with the API process' peak RSS before and after the export;
+   same filter, the month over all channels; for the month over all channels the routes the
+   dashboard reads (daily, durations, breakdown by campaign and by medium) and its whole
+   default view (its five requests sent at once, timed until the last answer); then the full
+   CSV export (every row, streamed), with the API process' peak RSS before and after it;
 4. `funnel export` of every lead to a file, as CSV and as Parquet.
 """
 
@@ -25,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -143,6 +146,19 @@ def timed(client: httpx.Client, path: str, params: list[dict], n: int) -> list[f
     return times
 
 
+def timed_view(client: httpx.Client, requests: list[tuple[str, dict]], n: int) -> list[float]:
+    """Seconds of `n` dashboard views: each sends `requests` at once, as the page does, and is
+    done when the last answer is in."""
+    times = []
+    with ThreadPoolExecutor(len(requests)) as pool:
+        for _ in range(n):
+            t = time.perf_counter()
+            for r in list(pool.map(lambda req: client.get(req[0], params=req[1]), requests)):
+                r.raise_for_status()
+            times.append(time.perf_counter() - t)
+    return times
+
+
 def line(name: str, times: list[float]) -> str:
     ms = [t * 1000 for t in times]
     return (f"{name:44} p50 {statistics.median(ms):7.1f} ms   p95 {pct(ms, 95):7.1f} ms   "
@@ -212,6 +228,24 @@ def main() -> None:
                        timed(client, "/funnel-report/daily", one_channel, args.requests // 2)))
             print(line("/funnel-report month, all channels",
                        timed(client, "/funnel-report", [span], max(20, args.requests // 5))))
+            # what the dashboard asks for on its default view (a month, every channel), and
+            # when its breakdown selector changes
+            few = max(20, args.requests // 5)
+            for path, extra in (("/funnel-report/daily", {}), ("/funnel-report/durations", {}),
+                                ("/funnel-report/breakdown", {"by": "campaign"}),
+                                ("/funnel-report/breakdown", {"by": "medium"})):
+                name = f"{path.removeprefix('/funnel-report')} " + " ".join(
+                    f"{k}={v}" for k, v in extra.items())
+                print(line(f"{name.strip()} month, all channels",
+                           timed(client, path, [{**span, **extra}], few)))
+            before_end = month - timedelta(days=1)
+            before = {"start": (before_end - (end - month)).isoformat(),
+                      "end": before_end.isoformat(), "limit": 1}
+            view = [("/funnel-report", {**span, "limit": 1}), ("/funnel-report/daily", span),
+                    ("/funnel-report", before), ("/funnel-report/durations", span),
+                    ("/funnel-report", {**span, "limit": 50, "summary": "false"})]
+            print(line("dashboard view: its 5 requests at once",
+                       timed_view(client, view, few)))
 
             (worker,) = api_worker_pids(api)
             rss_before = peak_rss_mb(worker)
