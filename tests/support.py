@@ -239,7 +239,7 @@ JKT = timedelta(hours=7)  # Asia/Jakarta, the test settings' FUNNEL_TIMEZONE (no
 FUNNEL_COLUMNS = ("lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
          "transaction_value", "customer_key", "cycle", "lead_at", "booking_at",
          "transaction_at", "transaction_total", "transactions", "requested_date", "campaign_id",
-         "ad_id", "opening_keyword", "opening_source", "opening_message_id", "medium")
+         "ad_id", "opening_keyword", "opening_source", "opening_message_id", "medium", "campaign")
 _lead_ids = iter(range(10**9))
 
 
@@ -269,7 +269,8 @@ def lead(channel: str = "ads", day: date = DAY, *, minute: int = 0, book: int | 
         "transaction_total": total if total is not None else value,
         "transactions": int(tx_at is not None), "requested_date": None,
         "campaign_id": campaign, "ad_id": None, "opening_keyword": None,
-        "opening_source": "whatsapp", "opening_message_id": f"wamid.{n}", "medium": medium}
+        "opening_source": "whatsapp", "opening_message_id": f"wamid.{n}", "medium": medium,
+        "campaign": campaign}
 
 
 def insert(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
@@ -284,8 +285,8 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
     conn.execute(
         """INSERT INTO funnel (lead_id, leads_date, channel, phone, booking_date,
                transaction_date, transaction_value, customer_key, cycle, lead_at, booking_at,
-               transaction_at, transaction_total, transactions, campaign_id, opening_source,
-               opening_message_id)
+               transaction_at, transaction_total, transactions, campaign_id, campaign,
+               opening_source, opening_message_id)
            SELECT 'bulk-' || lpad(i::text, 9, '0'), d::date,
                   (ARRAY['ads','direct','website','campaign_blast'])[1 + mod(i, 4)],
                   '+62813' || lpad(i::text, 8, '0'),
@@ -297,7 +298,8 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
                   CASE WHEN mod(i, 3) = 2 THEN t + interval '10 minutes' END,
                   CASE WHEN mod(i, 3) = 2 THEN 150000 + mod(i, 1000) * 1000 END,
                   CASE WHEN mod(i, 3) = 2 THEN 1 ELSE 0 END,
-                  'campaign-' || mod(i, 7), 'whatsapp', 'wamid.bulk.' || i
+                  'campaign-' || mod(i, 7), 'campaign-' || mod(i, 7), 'whatsapp',
+                  'wamid.bulk.' || i
              FROM generate_series(0, %s - 1) AS i,
                   LATERAL (SELECT %s::date + mod(i, %s) AS d) AS dd,
                   LATERAL (SELECT (d::timestamp + interval '3 hours'

@@ -154,9 +154,11 @@ def funnel(context: dg.AssetExecutionContext, postgres: PostgresResource,
     timestamps). Kept up to date incrementally by every drain run and backfill; materializing
     it rebuilds it from all classified messages (the result is the same by construction)."""
     settings = funnel_settings(postgres, redis, s3)
-    with postgres.connect() as conn, conn.transaction():
-        lock_writers(conn, exclusive=True)
-        leads = store.rebuild(conn, settings.tz, settings.cycle_rules)
+    with postgres.connect() as conn:
+        with conn.transaction():
+            lock_writers(conn, exclusive=True)
+            leads = store.rebuild(conn, settings.tz, settings.cycle_rules)
+        store.compact_summary(conn)
         metadata = funnel_metadata(conn)
     context.log.info(f"rebuilt the funnel: {leads} leads")
     return dg.MaterializeResult(metadata=metadata)

@@ -106,6 +106,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         with conn.transaction():
             store.lock_writers(conn, exclusive=True)
             leads = store.rebuild(conn, settings.tz, settings.cycle_rules)
+        store.compact_summary(conn)
     print(f"rebuilt the funnel: {leads:,} leads in {time.perf_counter() - started:.1f} s")
     return 0
 

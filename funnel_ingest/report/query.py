@@ -12,9 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -83,8 +87,10 @@ class ReportFilter:
                 raise FilterError(_NUL.format("campaign"))
             object.__setattr__(self, "campaign", campaign)
 
-    def conditions(self, *, channel: str | None = None) -> sql.Composable:
-        """The WHERE clause; `channel` narrows it to one of the filter's channels."""
+    def conditions(self, *, channel: str | None = None, campaign_column: str = "campaign_id"
+                   ) -> sql.Composable:
+        """The WHERE clause; `channel` narrows it to one of the filter's channels.
+        `campaign_column`: where the campaign is matched (the report summary has `campaign`)."""
         where: list[sql.Composable] = []
         if self.start is not None:
             where.append(sql.SQL("leads_date >= {}").format(sql.Literal(self.start)))
@@ -95,7 +101,8 @@ class ReportFilter:
         elif self.channels:
             where.append(sql.SQL("channel = ANY({})").format(sql.Literal(list(self.channels))))
         if self.campaign is not None:
-            where.append(sql.SQL("campaign_id = {}").format(sql.Literal(self.campaign)))
+            where.append(sql.SQL("{} = {}").format(sql.Identifier(campaign_column),
+                                                   sql.Literal(self.campaign)))
         if self.mediums:
             where.append(sql.SQL("medium = ANY({})").format(sql.Literal(list(self.mediums))))
         return sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
@@ -233,24 +240,27 @@ def page(conn: psycopg.Connection, filt: ReportFilter, limit: int,
 
 # ---------------------------------------------------------------------------------------------
 # Summaries
-
+#
+# Read from the report summary (sql/009_report_summary.sql), never from the leads: per lead date,
+# channel, medium, campaign, ad and opening keyword, the counts and sums of the leads and the
+# histograms of their times to convert, maintained with the funnel in its own transactions. A
+# group may be split over several summary rows until they are compacted, so every read sums.
+#
 # A paid lead has reached the booking stage even when no message said "booking" (its booking
 # date stays empty: the columns hold what was said), so the stage counts and the conversion
 # rates never rise from one stage to the next. Stage times are seconds from the lead's first
-# message (lead_at) to the booking / transaction; percentiles are continuous (interpolated, as
-# percentile_cont), over the leads with an observed booking / transaction (NULLs are ignored).
-_BOOKED = "count(*) FILTER (WHERE booking_at IS NOT NULL OR transaction_at IS NOT NULL)"
-_AGGREGATES = sql.SQL(f"""
-       count(*) AS leads,
-       {_BOOKED} AS bookings,
-       count(transaction_at) AS transactions,
-       coalesce(sum(transaction_value), 0)::bigint AS revenue_sum,
-       round(avg(transaction_value))::bigint AS revenue_average,
-       coalesce(sum(transaction_total), 0)::bigint AS payments_sum,
-       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
-           ORDER BY date_part('epoch', booking_at - lead_at)) AS booking_seconds,
-       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (
-           ORDER BY date_part('epoch', transaction_at - lead_at)) AS transaction_seconds""")
+# message (lead_at) to the booking / transaction, over the leads with an observed booking /
+# transaction. Medians and p90 are continuous (interpolated between the two ranks around
+# them, as percentile_cont) with each rank's value read as the mean of its histogram bucket:
+# exact when the leads of a bucket took the same time, else within the bucket's width
+# (TIME_PRECISION).
+
+TIME_PRECISION = 2 ** (1 / 16) - 1
+"""The largest relative error of a median / p90 read from the histograms (buckets grow by
+2^(1/16) from 1 second; below 1 second the error is under 1 second)."""
+
+_SUMS = ("leads", "bookings", "transactions", "valued", "revenue_sum", "payments_sum")
+_STAGE_TIMES = {"booking": "booking_seconds", "transaction": "transaction_seconds"}
 
 
 @dataclass
@@ -290,51 +300,153 @@ class StageSummary:
         }
 
 
-_STAGE_FIELDS = ("leads", "bookings", "transactions", "revenue_sum", "revenue_average",
-                 "payments_sum", "booking_seconds", "transaction_seconds")
+EMPTY = StageSummary(0, 0, 0, 0, None, 0)
 
 
-def _stage(row: dict[str, Any]) -> StageSummary:
-    return StageSummary(**{k: row[k] for k in _STAGE_FIELDS})
+class _Group:
+    """The sums and time histograms of one group, as read (and added up) from the summary."""
+
+    __slots__ = ("sums", "times")
+
+    def __init__(self) -> None:
+        self.sums = [0] * len(_SUMS)
+        self.times: dict[str, dict[int, list]] = {"booking": {}, "transaction": {}}
+
+    def add_sums(self, values: Iterable) -> None:
+        self.sums = [a + b for a, b in zip(self.sums, values, strict=True)]
+
+    def add_times(self, stage: str, buckets: list[int], leads: list[int],
+                  milliseconds: list[int]) -> None:
+        """Add a histogram: per bucket, its leads and the sum of their times."""
+        times = self.times[stage]
+        if not times:
+            self.times[stage] = dict(zip(buckets, zip(leads, milliseconds, strict=True),
+                                         strict=True))
+            return
+        for bucket, n, ms in zip(buckets, leads, milliseconds, strict=True):
+            have = times.get(bucket, (0, 0))
+            times[bucket] = (have[0] + n, have[1] + ms)
+
+    def merge(self, other: _Group) -> None:
+        self.add_sums(other.sums)
+        for stage, cells in other.times.items():
+            if cells:
+                buckets, pairs = zip(*cells.items(), strict=True)
+                leads, ms = zip(*pairs, strict=True)
+                self.add_times(stage, list(buckets), list(leads), list(ms))
+
+    def stage(self) -> StageSummary:
+        leads, bookings, transactions, valued, revenue, payments = self.sums
+        average = (int((Decimal(revenue) / valued).quantize(Decimal(1), ROUND_HALF_UP))
+                   if valued else None)
+        return StageSummary(int(leads), int(bookings), int(transactions), int(revenue), average,
+                            int(payments), *(percentiles(self.times[s]) for s in _STAGE_TIMES))
+
+
+def percentiles(histogram: dict[int, tuple[int, int]], ps: tuple[float, ...] = (0.5, 0.9)
+                ) -> list[float] | None:
+    """`ps` (seconds) of the times in `histogram` ({bucket: (leads, milliseconds)}),
+    continuous as percentile_cont: the value at rank p * (n - 1) interpolated between the ranks
+    around it, a rank's value being its bucket's mean. None when it holds no lead."""
+    cells = [cell for _, cell in sorted(histogram.items()) if cell[0] > 0]
+    if not cells:
+        return None
+    ends = list(accumulate(n for n, _ in cells))  # the rank after each bucket's last
+
+    def value(rank: int) -> float:
+        n, ms = cells[min(bisect_right(ends, rank), len(cells) - 1)]
+        return ms / n / 1000
+
+    out = []
+    for p in ps:
+        rank = p * (ends[-1] - 1)
+        low = math.floor(rank)
+        frac = rank - low
+        v = value(low)
+        out.append(v + frac * (value(low + 1) - v) if frac else v)
+    return out
+
+
+def _summary_where(filt: ReportFilter) -> sql.Composable:
+    return filt.conditions(campaign_column="campaign")
+
+
+_CHANNEL_GRAIN = frozenset({"leads_date", "channel", "medium"})
+
+
+def _times_table(filt: ReportFilter, columns: tuple[str, ...]) -> sql.Identifier:
+    """The histograms per lead date, channel and medium when they hold what the filter and the
+    grouping need (far fewer rows), else the ones per campaign, ad and opening keyword too."""
+    coarse = filt.campaign is None and _CHANNEL_GRAIN.issuperset(columns)
+    return sql.Identifier("funnel_summary_channel_times" if coarse else "funnel_summary_times")
+
+
+def _groups(conn: psycopg.Connection, filt: ReportFilter, columns: tuple[str, ...], *,
+            times: bool = True) -> dict[tuple, _Group]:
+    """The summary of `filt`'s leads per value of `columns` (summary columns), with their
+    time histograms unless `times` is false."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns)) if columns else sql.SQL("")
+    lead = sql.SQL("{}, ").format(cols) if columns else sql.SQL("")
+    group_by = sql.SQL("GROUP BY {}").format(cols) if columns else sql.SQL("")
+    where = _summary_where(filt)
+    n = len(columns)
+    groups: dict[tuple, _Group] = {}
+    sums = sql.SQL(", ").join(sql.SQL("sum({})::bigint").format(sql.Identifier(c))
+                              for c in _SUMS)
+    for row in conn.execute(sql.SQL(
+            "SELECT {lead}{sums} FROM funnel_summary WHERE {where} {group_by} "
+            "HAVING sum(leads) <> 0").format(lead=lead, sums=sums, where=where,
+                                             group_by=group_by)):
+        groups.setdefault(row[:n], _Group()).add_sums(row[n:])
+    if not times:
+        return groups
+    # per group and stage, its histogram as three arrays (bucket order): one row per group
+    inner_by = sql.SQL("GROUP BY {}stage, bucket").format(lead)
+    outer_by = sql.SQL("GROUP BY {}stage").format(lead)
+    for row in conn.execute(sql.SQL(
+            "SELECT {lead}stage, array_agg(bucket ORDER BY bucket), array_agg(n ORDER BY bucket), "
+            "array_agg(ms ORDER BY bucket) FROM (SELECT {lead}stage, bucket, "
+            "sum(leads) AS n, sum(milliseconds) AS ms FROM {table} "
+            "WHERE {where} {inner_by} HAVING sum(leads) <> 0) AS h {outer_by}").format(
+                lead=lead, table=_times_table(filt, columns), where=where, inner_by=inner_by,
+                outer_by=outer_by)):
+        group = groups.get(row[:n])
+        if group is not None:
+            group.add_times(*row[n:])
+    return groups
+
+
+def _total(groups: Iterable[_Group]) -> _Group:
+    total = _Group()
+    for g in groups:
+        total.merge(g)
+    return total
 
 
 def channel_counts(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Leads, bookings, transactions and revenue per channel over the whole funnel, in channel
-    order: the cheap part of `summary` (no percentiles), for what runs after every drain (the
-    Dagster funnel metadata) and the demo's closing table."""
+    order: the cheap part of `summary` (no times), for what runs after every drain (the Dagster
+    funnel metadata) and the demo's closing table."""
     rows = conn.execute(
-        f"SELECT channel, count(*), {_BOOKED}, count(transaction_at), "
-        "coalesce(sum(transaction_value), 0)::bigint FROM funnel GROUP BY 1 ORDER BY 1"
-    ).fetchall()
-    return [{"channel": c, "leads": n, "bookings": b, "transactions": t, "revenue": v}
-            for c, n, b, t, v in rows]
+        "SELECT channel, sum(leads), sum(bookings), sum(transactions), sum(revenue_sum) "
+        "FROM funnel_summary GROUP BY 1 HAVING sum(leads) <> 0 ORDER BY 1").fetchall()
+    return [{"channel": c, "leads": int(n), "bookings": int(b), "transactions": int(t),
+             "revenue": int(v)} for c, n, b, t, v in rows]
 
 
 def summary(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
     """Per channel (`by_channel`, by channel name) and over all of the filter's leads (`total`).
     A filter on one channel has its total equal to that channel's figures."""
-    grouping = (sql.SQL("GROUP BY channel") if len(filt.channels) == 1
-                else sql.SQL("GROUP BY GROUPING SETS ((channel), ())"))
-    query = sql.SQL("SELECT channel, GROUPING(channel) = 1 AS is_total, {} FROM funnel "
-                    "WHERE {} {} ORDER BY is_total, channel").format(
-        _AGGREGATES, filt.conditions(), grouping)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query).fetchall()
-    by_channel = [{"channel": r["channel"], **_stage(r).as_dict()}
-                  for r in rows if not r["is_total"]]
-    totals = [r for r in rows if r["is_total"]]
-    if totals:
-        total = _stage(totals[0]).as_dict()
-    elif len(by_channel) == 1:
-        total = {k: v for k, v in by_channel[0].items() if k != "channel"}
-    else:
-        total = StageSummary(0, 0, 0, 0, None, 0).as_dict()
-    return {"by_channel": by_channel, "total": total}
+    groups = _groups(conn, filt, ("channel",))
+    by_channel = [{"channel": key[0], **groups[key].stage().as_dict()}
+                  for key in sorted(groups)]
+    total = _total(groups.values()).stage() if groups else EMPTY
+    return {"by_channel": by_channel, "total": total.as_dict()}
 
 
-BREAKDOWNS = {"channel": "channel", "medium": "medium", "campaign": "campaign_id",
+BREAKDOWNS = {"channel": "channel", "medium": "medium", "campaign": "campaign",
               "ad": "ad_id", "opening_keyword": "opening_keyword"}
-"""What a summary can be broken down by: its name in the API -> the funnel column."""
+"""What a summary can be broken down by: its name in the API -> the summary column."""
 
 
 def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int = 20
@@ -344,25 +456,19 @@ def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int 
     and how many groups and leads the others hold."""
     if by not in BREAKDOWNS:
         raise FilterError(f"by must be one of {', '.join(BREAKDOWNS)}")
-    query = sql.SQL(
-        "SELECT {col} AS value, count(*) OVER () AS all_groups, "
-        "sum(count(*)) OVER () AS all_leads, {agg} FROM funnel WHERE {where} "
-        "GROUP BY 1 ORDER BY leads DESC, value NULLS LAST LIMIT {n}").format(
-        col=sql.Identifier(BREAKDOWNS[by]), agg=_AGGREGATES, where=filt.conditions(),
-        n=sql.Literal(limit))
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query).fetchall()
-    groups = [{"value": r["value"], **_stage(r).as_dict()} for r in rows]
-    all_groups = rows[0]["all_groups"] if rows else 0
-    all_leads = int(rows[0]["all_leads"]) if rows else 0
-    return {"by": by, "groups": groups, "omitted_groups": all_groups - len(groups),
-            "omitted_leads": all_leads - sum(g["leads"] for g in groups)}
+    groups = _groups(conn, filt, (BREAKDOWNS[by],))
+    figures = [(key[0], g.stage()) for key, g in groups.items()]
+    figures.sort(key=lambda vf: (-vf[1].leads, vf[0] is None, vf[0] or ""))
+    shown = figures[:limit]
+    return {"by": by, "groups": [{"value": v, **f.as_dict()} for v, f in shown],
+            "omitted_groups": len(figures) - len(shown),
+            "omitted_leads": sum(f.leads for _, f in figures[limit:])}
 
 
 DURATION_BOUNDS = (300, 1800, 7200, 21600, 86400, 259200, 604800, 1209600, 2592000)
 """The edges (seconds) of the time-to-convert buckets: under 5 minutes, 5-30 minutes, 30
 minutes-2 hours, 2-6 hours, 6 hours-1 day, 1-3 days, 3-7 days, 7-14 days, 14-30 days, 30 days
-and more."""
+and more. Each is an edge of the summary's histograms too, so these counts are exact."""
 
 
 def durations(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
@@ -370,27 +476,26 @@ def durations(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
     transaction: per stage, the count of leads in each bucket of DURATION_BOUNDS (a bucket
     holds from its lower edge, inclusive, to its upper edge). Leads whose booking or
     transaction was not observed are not counted for that stage."""
-    bounds = sql.Literal(list(DURATION_BOUNDS))
     query = sql.SQL(
-        "SELECT s.stage, width_bucket(s.seconds, {b}) AS bucket, count(*) FROM funnel, "
-        "LATERAL (VALUES ('booking', date_part('epoch', booking_at - lead_at)), "
-        "('transaction', date_part('epoch', transaction_at - lead_at))) AS s (stage, seconds) "
-        "WHERE {where} AND s.seconds IS NOT NULL GROUP BY 1, 2").format(
-        b=bounds, where=filt.conditions())
+        "SELECT t.stage, width_bucket(b.lower_seconds, {bounds}), sum(t.leads) "
+        "FROM {table} t JOIN duration_buckets b USING (bucket) "
+        "WHERE {where} GROUP BY 1, 2").format(
+        bounds=sql.Literal(list(DURATION_BOUNDS)), table=_times_table(filt, ()),
+        where=_summary_where(filt))
     counts = {"booking": [0] * (len(DURATION_BOUNDS) + 1),
               "transaction": [0] * (len(DURATION_BOUNDS) + 1)}
     for stage, bucket, n in conn.execute(query):
-        counts[stage][bucket] += n
+        counts[stage][bucket] += int(n)
     return {"bounds_seconds": list(DURATION_BOUNDS), "lead_to_booking": counts["booking"],
             "lead_to_transaction": counts["transaction"]}
 
 
-def daily(conn: psycopg.Connection, filt: ReportFilter) -> list[dict[str, Any]]:
-    """The summary per lead date and channel, in (leads_date, channel) order."""
-    query = sql.SQL("SELECT leads_date, channel, {} FROM funnel WHERE {} "
-                    "GROUP BY leads_date, channel ORDER BY leads_date, channel").format(
-        _AGGREGATES, filt.conditions())
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query).fetchall()
-    return [{"leads_date": r["leads_date"].isoformat(), "channel": r["channel"],
-             **_stage(r).as_dict()} for r in rows]
+def daily(conn: psycopg.Connection, filt: ReportFilter, *, times: bool = True
+          ) -> list[dict[str, Any]]:
+    """The summary per lead date and channel, in (leads_date, channel) order; without the
+    median / p90 times (None) when `times` is false."""
+    groups = _groups(conn, filt, ("leads_date", "channel"), times=times)
+    return [{"leads_date": day.isoformat(), "channel": channel,
+             **groups[(day, channel)].stage().as_dict()}
+            for day, channel in sorted(groups)]
+

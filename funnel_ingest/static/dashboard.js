@@ -489,7 +489,8 @@
     try {
       const [page, daily, previous, durations] = await Promise.all([
         get("funnel-report", new URLSearchParams([...q, ["limit", "1"]])),
-        get("funnel-report/daily", q), get("funnel-report", before),
+        get("funnel-report/daily", new URLSearchParams([...q, ["times", "false"]])),
+        get("funnel-report", before),
         get("funnel-report/durations", q)]);
       $("login").hidden = true;
       $("content").hidden = false;

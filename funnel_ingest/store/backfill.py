@@ -40,6 +40,7 @@ from funnel_ingest.ingest.archive import range_keys, read_objects
 from funnel_ingest.messages import NormalizedMessage
 from funnel_ingest.store import workers
 from funnel_ingest.store.funnel import (
+    compact_summary,
     day_counts,
     lock_writers,
     message_copy,
@@ -196,6 +197,7 @@ def backfill(conn: psycopg.Connection, s3_client: Callable[[], Any], bucket: str
         log(f"{day} ({n}/{len(days)}): {out.reclassified} messages re-classified "
             f"({out.changed} changed), {out.restored} restored from the archive, "
             f"{out.customers} customers updated in {out.seconds:.1f} s")
+    compact_summary(conn)  # the report summary's rows these days added, folded
     result.seconds = time.perf_counter() - t0
     result.stages["reclassify"] = result.seconds - result.stages["restore"]
     return result

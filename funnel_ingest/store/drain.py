@@ -35,6 +35,7 @@ from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent, t
 from funnel_ingest.store import workers
 from funnel_ingest.store.funnel import (
     BatchResult,
+    compact_summary,
     lock_writers,
     message_copy,
     process_copy,
@@ -202,6 +203,10 @@ def drain_range(conn: psycopg.Connection, r: redis.Redis, stream: str, *, kind: 
     finally:
         if worker is not None:
             worker.shutdown(wait=True, cancel_futures=True)
+    if kind == "messages" and report.batches:
+        t = time.perf_counter()
+        compact_summary(conn)
+        _add(report.stages, {"summary": time.perf_counter() - t})
     report.seconds = time.perf_counter() - started
     return report
 

@@ -62,7 +62,7 @@ FUNNEL_COLUMNS = (
     "lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
     "transaction_value", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
-    "opening_keyword", "opening_source", "opening_message_id", "medium",
+    "opening_keyword", "opening_source", "opening_message_id", "medium", "campaign",
 )
 TX_COLUMNS = ("message_pk", "lead_id", "customer_key", "paid_at", "paid_date", "amount",
               "direction")
@@ -434,7 +434,7 @@ def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
                 ld.transaction_value, ld.customer_key, ld.cycle, ld.lead_at, ld.booking_at,
                 ld.transaction_at, ld.transaction_total, ld.transactions, ld.requested_date,
                 ld.campaign_id, ld.ad_id, ld.opening_keyword, ld.opening_source,
-                ld.opening_message_id, ld.medium))
+                ld.opening_message_id, ld.medium, ld.campaign_id))
         for p in f.payments:
             payments.append((p.message_pk, p.lead_id, p.customer_key, p.paid_at,
                              p.paid_at.astimezone(tz).date(), p.amount, p.direction))
@@ -543,6 +543,14 @@ def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[t
                      WHERE {changed}""")
     tx_cols = ", ".join(TX_COLUMNS)
     conn.execute(f"INSERT INTO transactions ({tx_cols}) SELECT {tx_cols} FROM stage_tx")
+
+
+def compact_summary(conn: psycopg.Connection) -> int:
+    """Fold the report summary's loose rows (sql/009) into one row per group and day, sums
+    unchanged, in a transaction of its own; returns the days folded (-1 when another compaction
+    was running). Writers never wait on it; readers are right before and after."""
+    with conn.transaction():
+        return conn.execute("SELECT funnel_summary_compact()").fetchone()[0]
 
 
 def rebuild(conn: psycopg.Connection, tz: ZoneInfo, rules: CycleRules = DEFAULT_RULES) -> int:

@@ -158,6 +158,12 @@ def test_daily_summary_per_lead_date_and_channel(api, funnel_db, key):
                                "campaign": None, "mediums": [], "timezone": "Asia/Jakarta"}
     only_web = get(api, key, "/funnel-report/daily", channel="website").json()
     assert [d["channel"] for d in only_web["days"]] == ["website"]
+    # for charts of counts and rates: the same days without the times
+    counts = get(api, key, "/funnel-report/daily", start=DAY.isoformat(), end=nxt.isoformat(),
+                 times="false").json()
+    assert [(d["leads_date"], d["channel"], d["leads"], d["revenue"]["sum"],
+             d["lead_to_booking_seconds"]["median"]) for d in counts["days"]] == [
+        (day, channel, leads, revenue, None) for day, channel, leads, _, _, revenue, _ in got]
 
 
 def test_breakdown_per_medium_campaign_and_opening_keyword_largest_groups_first(
