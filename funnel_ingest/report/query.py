@@ -15,8 +15,8 @@ import hashlib
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import accumulate
 from typing import Any
@@ -374,11 +374,40 @@ def _summary_where(filt: ReportFilter) -> sql.Composable:
 _CHANNEL_GRAIN = frozenset({"leads_date", "channel", "medium"})
 
 
-def _times_table(filt: ReportFilter, columns: tuple[str, ...]) -> sql.Identifier:
-    """The histograms per lead date, channel and medium when they hold what the filter and the
-    grouping need (far fewer rows), else the ones per campaign, ad and opening keyword too."""
-    coarse = filt.campaign is None and _CHANNEL_GRAIN.issuperset(columns)
-    return sql.Identifier("funnel_summary_channel_times" if coarse else "funnel_summary_times")
+def _times(filt: ReportFilter, columns: tuple[str, ...]) -> sql.Composable:
+    """A query of the histogram rows of `filt`'s leads (stage, bucket, leads, milliseconds and
+    `columns`). The histograms per lead date, channel and medium when they hold what the
+    filter and the grouping need (far fewer rows); else the ones per campaign, ad and opening
+    keyword too: the weekly ones for the whole weeks (Monday to Sunday) of the range, the
+    daily ones for its days outside them."""
+    picked = sql.SQL(", ").join(map(sql.Identifier, (*columns, "stage", "bucket", "leads",
+                                                     "milliseconds")))
+    if filt.campaign is None and _CHANNEL_GRAIN.issuperset(columns):
+        return sql.SQL("SELECT {} FROM funnel_summary_channel_times WHERE {}").format(
+            picked, _summary_where(filt))
+    if "leads_date" in columns:
+        return sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
+            picked, _summary_where(filt))
+    first = filt.start and filt.start + timedelta(days=-filt.start.weekday() % 7)
+    last = filt.end and filt.end - timedelta(days=(filt.end.weekday() + 1) % 7)  # a Sunday
+    if first is not None and last is not None and last < first:  # no whole week
+        return sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
+            picked, _summary_where(filt))
+    undated = _summary_where(replace(filt, start=None, end=None))
+    weeks = [undated]
+    if first is not None:
+        weeks.append(sql.SQL("week >= {}").format(sql.Literal(first)))
+    if last is not None:
+        weeks.append(sql.SQL("week <= {}").format(sql.Literal(last - timedelta(days=6))))
+    parts = [sql.SQL("SELECT {} FROM funnel_summary_week_times WHERE {}").format(
+        picked, sql.SQL(" AND ").join(weeks))]
+    if filt.start is not None and first > filt.start:
+        parts.append(sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
+            picked, _summary_where(replace(filt, end=first - timedelta(days=1)))))
+    if filt.end is not None and last < filt.end:
+        parts.append(sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
+            picked, _summary_where(replace(filt, start=last + timedelta(days=1)))))
+    return sql.SQL(" UNION ALL ").join(parts)
 
 
 def _groups(conn: psycopg.Connection, filt: ReportFilter, columns: tuple[str, ...], *,
@@ -406,10 +435,9 @@ def _groups(conn: psycopg.Connection, filt: ReportFilter, columns: tuple[str, ..
     for row in conn.execute(sql.SQL(
             "SELECT {lead}stage, array_agg(bucket ORDER BY bucket), array_agg(n ORDER BY bucket), "
             "array_agg(ms ORDER BY bucket) FROM (SELECT {lead}stage, bucket, "
-            "sum(leads) AS n, sum(milliseconds) AS ms FROM {table} "
-            "WHERE {where} {inner_by} HAVING sum(leads) <> 0) AS h {outer_by}").format(
-                lead=lead, table=_times_table(filt, columns), where=where, inner_by=inner_by,
-                outer_by=outer_by)):
+            "sum(leads) AS n, sum(milliseconds) AS ms FROM ({rows}) AS t "
+            "{inner_by} HAVING sum(leads) <> 0) AS h {outer_by}").format(
+                lead=lead, rows=_times(filt, columns), inner_by=inner_by, outer_by=outer_by)):
         group = groups.get(row[:n])
         if group is not None:
             group.add_times(*row[n:])
@@ -478,10 +506,8 @@ def durations(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
     transaction was not observed are not counted for that stage."""
     query = sql.SQL(
         "SELECT t.stage, width_bucket(b.lower_seconds, {bounds}), sum(t.leads) "
-        "FROM {table} t JOIN duration_buckets b USING (bucket) "
-        "WHERE {where} GROUP BY 1, 2").format(
-        bounds=sql.Literal(list(DURATION_BOUNDS)), table=_times_table(filt, ()),
-        where=_summary_where(filt))
+        "FROM ({rows}) AS t JOIN duration_buckets b USING (bucket) GROUP BY 1, 2").format(
+        bounds=sql.Literal(list(DURATION_BOUNDS)), rows=_times(filt, ()))
     counts = {"booking": [0] * (len(DURATION_BOUNDS) + 1),
               "transaction": [0] * (len(DURATION_BOUNDS) + 1)}
     for stage, bucket, n in conn.execute(query):

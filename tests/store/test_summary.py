@@ -121,6 +121,36 @@ def test_breakdowns_daily_and_durations_read_the_same_leads(funnel_db):
     assert hist["lead_to_booking"] == want_hist
 
 
+@pytest.mark.parametrize("start_day, days", [(0, 10), (5, 14), (0, 28), (3, 25), (12, 2)])
+def test_breakdowns_read_whole_weeks_and_the_days_around_them_alike(funnel_db, start_day, days):
+    """A breakdown by campaign reads the weekly histograms for the range's whole weeks and the
+    daily ones for the days around them: the same figures as the leads give, whatever the
+    range's first and last weekday."""
+    rng = random.Random(17)
+    rows = random_leads(rng, 600)
+    for row in rows:  # spread over five weeks
+        shift = timedelta(days=rng.randrange(35))
+        row["leads_date"] += shift
+        for c in ("lead_at", "booking_at", "transaction_at"):
+            row[c] = row[c] and row[c] + shift
+    insert(funnel_db, rows)
+    compact_summary(funnel_db)
+    start = DAY + timedelta(days=start_day)
+    end = start + timedelta(days=days - 1)
+    got = {g["value"]: g for g in query.breakdown(funnel_db, ReportFilter(start, end),
+                                                  "campaign")["groups"]}
+    want = funnel_db.execute(
+        "SELECT campaign_id, count(*), percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP ("
+        "ORDER BY date_part('epoch', booking_at - lead_at)) FROM funnel "
+        "WHERE leads_date BETWEEN %s AND %s GROUP BY 1", (start, end)).fetchall()
+    assert sorted(got, key=str) == sorted((c for c, _, _ in want), key=str)
+    for campaign, leads, pcts in want:
+        g = got[campaign]
+        assert g["leads"] == leads
+        times = g["lead_to_booking_seconds"]
+        assert [times["median"], times["p90"]] == pytest.approx(pcts, rel=TIME_PRECISION)
+
+
 def test_medians_and_p90_are_exact_when_a_bucket_holds_one_time_and_close_otherwise(funnel_db):
     # 60, 120, 180, 240 s fall in four buckets: percentile_cont's 150 and 222 exactly
     insert(funnel_db, [lead("ads", book=s) for s in (60, 120, 180, 240)])
