@@ -50,18 +50,33 @@ message_stream = dg.AssetSpec(
 def keywords(context: dg.AssetExecutionContext, postgres: PostgresResource,
              redis: RedisResource, s3: S3Resource, sheets: GoogleSheetsResource
              ) -> dg.MaterializeResult:
-    """The keyword sets (opening, booking, transaction) from the Google Sheet, or the CSV when no
-    sheet is configured. Every accepted set is a version (content hash) in Postgres and is
+    """The keyword sets (opening, booking, transaction). Their source of truth, stated in the
+    metadata: the Google Sheet when GSHEET_KEY is set (published by this sync), else the API
+    and the CLI, and then the CSV (KEYWORDS_CSV or the packaged list) is published only when no
+    version exists yet or when a sync of that file published the current one, never over a
+    list published through the API. Every accepted set is a version (content hash) in Postgres,
     cached in Redis as keywords:opening / keywords:booking / keywords:transaction. An empty or
-    failed sync keeps the previous version."""
+    failed sync keeps the previous version; so does a list that leaves a stage without active
+    keywords (the run fails saying so, until it is published with force)."""
     settings = funnel_settings(postgres, redis, s3, sheets)
-    result = keyword_store.sync(settings, redis_client=redis.client())
+    truth = keyword_store.source_of_truth(settings)
+    try:
+        result = keyword_store.sync(settings, redis_client=redis.client(), scheduled=True)
+    except keyword_store.StageEmptiedError as exc:
+        raise dg.Failure(description=str(exc), metadata={
+            "source_of_truth": truth.detail, "emptied_stages": ", ".join(exc.stages),
+            "current_version": exc.current}) from None
     for warning in result.warnings:
         context.log.warning(warning)
+    if result.skipped:
+        context.log.info(result.skipped)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(result.version),
         metadata={"version": result.version, "changed": result.changed,
-                  "source": result.source, "dagster/row_count": result.row_count})
+                  "published": result.skipped is None, "source": result.source,
+                  "source_of_truth": truth.detail, "source_of_truth_kind": truth.kind,
+                  "skipped": result.skipped or "", "forced": result.forced,
+                  "dagster/row_count": result.row_count})
 
 
 

@@ -147,7 +147,8 @@ def replay_archive_job():
 
 keywords_job = dg.define_asset_job(
     "keywords_sync_job", selection=dg.AssetSelection.assets("keywords"),
-    description="Pull the keywords from the sheet (or CSV) and publish a new version if changed.")
+    description="Pull the keywords from the sheet (or, without a sheet, the CSV while it is in "
+                "charge of the list) and publish a new version if changed.")
 
 
 report_job = dg.define_asset_job(

@@ -373,3 +373,66 @@ class KeywordSet:
         """The entries as the API's JSON items."""
         return [{"stage": k.stage, "keyword": k.keyword, "channel": k.channel,
                  "active": k.active} for k in self.keywords]
+
+
+# --- comparing two lists ---------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class KeywordChange:
+    """One keyword in both lists (same stage, same `keyword_key`) whose spelling, channel or
+    active flag differs."""
+
+    before: Keyword
+    after: Keyword
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordDiff:
+    """What turns list A into list B, entry by entry (a keyword is identified by its stage and
+    `keyword_key`, so "Reservasi" -> "reservasi" is a change, not a removal and an addition)."""
+
+    added: tuple[Keyword, ...] = ()
+    removed: tuple[Keyword, ...] = ()
+    changed: tuple[KeywordChange, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def by_stage(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Per stage (every stage present): `added` and `removed` items, and `changed` as
+        `{"keyword", "before": {...}, "after": {...}}` (the items of `KeywordSet.items`)."""
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {
+            s: {"added": [], "removed": [], "changed": []} for s in STAGES}
+        for kw in self.added:
+            out[kw.stage]["added"].append(_item(kw))
+        for kw in self.removed:
+            out[kw.stage]["removed"].append(_item(kw))
+        for ch in self.changed:
+            out[ch.after.stage]["changed"].append(
+                {"keyword": ch.after.keyword, "before": _item(ch.before),
+                 "after": _item(ch.after)})
+        return out
+
+
+def _item(kw: Keyword) -> dict[str, Any]:
+    return {"stage": kw.stage, "keyword": kw.keyword, "channel": kw.channel, "active": kw.active}
+
+
+def diff(before: Iterable[Keyword], after: Iterable[Keyword]) -> KeywordDiff:
+    """The entries added, removed and changed from `before` to `after`, in canonical order."""
+    old = {(k.stage, keyword_key(k.keyword)): k for k in before}
+    new = {(k.stage, keyword_key(k.keyword)): k for k in after}
+    return KeywordDiff(
+        added=canonical(k for key, k in new.items() if key not in old),
+        removed=canonical(k for key, k in old.items() if key not in new),
+        changed=tuple(sorted((KeywordChange(old[key], k) for key, k in new.items()
+                              if key in old and old[key] != k),
+                             key=lambda c: _sort_key(c.after))))
+
+
+def emptied_stages(before: Iterable[Keyword], after: Iterable[Keyword]) -> list[Stage]:
+    """The stages that have active keywords in `before` and none in `after`: publishing `after`
+    would switch that stage's matching off (no more bookings, say), so it needs `force`."""
+    had = {k.stage for k in before if k.active}
+    has = {k.stage for k in after if k.active}
+    return [s for s in STAGES if s in had and s not in has]

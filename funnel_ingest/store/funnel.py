@@ -419,6 +419,13 @@ def _cycle_rows(conn: psycopg.Connection, where: str,
         yield key, batch
 
 
+def customer_messages(conn: psycopg.Connection, keys: Sequence[str]
+                      ) -> Iterator[tuple[str, list[CycleMessage]]]:
+    """All stored messages of each of `keys`, as the funnel reads them (a read only: the keyword
+    impact preview recomputes these customers in memory)."""
+    return _cycle_rows(conn, "WHERE m.customer_key = ANY(%s)", (list(keys),))
+
+
 def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
                  ) -> tuple[list[tuple], list[tuple], int]:
     """Funnel and transaction rows of the customers' funnels, and how many customers."""

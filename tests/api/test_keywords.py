@@ -13,7 +13,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from funnel_ingest.cli import keywords as keyword_cli
-from funnel_ingest.engine.keywords import default_csv_path, load_csv
+from funnel_ingest.engine.keywords import (
+    KeywordSet,
+    default_csv_path,
+    from_json_items,
+    load_csv,
+)
 from funnel_ingest.store import keywords as keyword_store
 from tests.support import ApiServer
 
@@ -132,7 +137,9 @@ def test_sync_when_the_sheet_fails_is_502_and_keeps_the_version(settings, r, kw_
         "token_uri": "https://oauth2.googleapis.com/token"}))
     cfg = api_settings(settings, gsheet_key="1NoSuchAccess", google_service_account_file=str(sa))
     with ApiServer(cfg) as api:
-        assert call(api, "PUT", "/keywords", NEW_LIST).status_code == 200
+        # (the sheet is the source of truth: PUT /keywords is refused, the store publishes)
+        keyword_store.publish(cfg, KeywordSet.build(from_json_items(NEW_LIST), "sheet:earlier"),
+                              redis_client=r)
         before = current(kw_db)
         with responses.RequestsMock() as google:
             google.add(responses.POST, "https://oauth2.googleapis.com/token", status=400,
@@ -144,9 +151,11 @@ def test_sync_when_the_sheet_fails_is_502_and_keeps_the_version(settings, r, kw_
         assert "invalid_grant" in res.json()["detail"]
         assert current(kw_db) == before
         assert r.get("keywords:version").decode() == before
-        # the CSV can still be pulled explicitly
+        # the sheet stays the one source of truth: its failure does not hand over to the CSV
         res = call(api, "POST", "/keywords/sync", source="csv")
-        assert res.status_code == 200 and res.json()["source"] == "default:keywords.csv"
+        assert res.status_code == 409 and res.json()["error"] == "sheet_is_source_of_truth"
+        assert "1NoSuchAccess" in res.json()["detail"]
+        assert current(kw_db) == before
 
 
 def test_sync_source_sheet_without_a_sheet_configured_is_503(kapi, kw_db):

@@ -127,7 +127,7 @@ def test_backfill_reclassifies_the_day_with_the_current_keywords(settings, resou
         assert booked > 0
         # the team drops every booking keyword; a backfill applies it to history
         kept = [k for k in load_csv(default_csv_path()) if k.stage != "booking"]
-        keyword_store.save_version(conn, KeywordSet.build(kept, "test"))
+        keyword_store.save_version(conn, KeywordSet.build(kept, "test"), force=True)
         conn.commit()
         assert dg.materialize([assets.classified_messages], partition_key=day.isoformat(),
                               resources=resources).success

@@ -165,7 +165,7 @@ def test_a_three_day_backfill_from_the_ui_is_one_run_and_applies_new_keywords(
         # the team drops every booking keyword; the backfill applies it to history
         kept = [k for k in load_csv(default_csv_path()) if k.stage != "booking"]
         kset = KeywordSet.build(kept, "test")
-        keyword_store.save_version(conn, kset)
+        keyword_store.save_version(conn, kset, force=True)
         conn.commit()
     days = [d.isoformat() for d in dep.days[-3:]]
     backfill_id = dep.dagster.launch_backfill(["classified_messages"], days)

@@ -12,6 +12,8 @@ from funnel_ingest.engine.keywords import (
     KeywordSetError,
     compute_version,
     default_csv_path,
+    diff,
+    emptied_stages,
     from_json_items,
     load_csv,
     parse_active,
@@ -246,3 +248,34 @@ def test_empty_inputs_give_no_keywords_and_the_empty_error_reads_well():
     assert parse_rows([["opening", "booking", "transaction"], ["", "", ""]]) == []
     assert from_json_items([]) == []
     assert str(EmptyKeywordSetError("sheet:abc")) == "sheet:abc holds no keywords"
+
+
+# --- comparing versions ----------------------------------------------------------------------
+
+def test_diff_tells_added_removed_and_changed_entries_apart():
+    before = parse_rows(TABLE)
+    after = [Keyword("opening", "Halo, saya lihat iklan di Facebook", "website"),  # channel
+             Keyword("opening", "HALO"),                                        # spelling
+             Keyword("booking", "jadwalkan", None, True),                       # reactivated
+             Keyword("booking", "booking"),                                     # added
+             Keyword("transaction", "sudah transfer")]
+    d = diff(before, after)
+    assert d.added == (Keyword("booking", "booking"),)
+    assert d.removed == (Keyword("booking", "reservasi"),)
+    assert [(c.before.keyword, c.after.keyword) for c in d.changed] == [  # canonical order
+        ("halo", "HALO"),
+        ("Halo, saya lihat iklan di Facebook", "Halo, saya lihat iklan di Facebook"),
+        ("jadwalkan", "jadwalkan")]
+    stages = d.by_stage()
+    assert stages["transaction"] == {"added": [], "removed": [], "changed": []}
+    assert stages["opening"]["changed"][1]["after"]["channel"] == "website"
+    assert not diff(after, list(reversed(after))) and diff(before, after)
+
+
+def test_emptied_stages_are_the_stages_that_lose_every_active_keyword():
+    before = parse_rows(TABLE)  # booking: reservasi active, jadwalkan inactive
+    no_booking = [k for k in before if k.keyword != "reservasi"]
+    assert emptied_stages(before, no_booking) == ["booking"]
+    assert emptied_stages(before, [Keyword("booking", "x")]) == ["opening", "transaction"]
+    assert emptied_stages(no_booking, before) == []  # gaining a stage is no loss
+    assert emptied_stages([], before) == []

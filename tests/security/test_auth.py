@@ -294,8 +294,7 @@ def _traffic(base: str, broken: bool) -> dict[str, int]:
             "hub.mode": "subscribe", "hub.verify_token": SECRETS["whatsapp_verify_token"],
             "hub.challenge": "987654"}}),
         "put keywords": ("PUT", "/keywords", {"headers": {"X-API-Key": KEY},
-                                              "json": [{"stage": "booking",
-                                                        "keyword": "booking"}]}),
+                                              "json": DATA_ROUTES[1][2]}),
         **{path: ("GET", path, {"headers": {"X-API-Key": KEY}}) for path in (
             "/keywords", "/readyz", "/metrics", "/funnel-report", "/funnel-report/daily")},
         # bad requests
