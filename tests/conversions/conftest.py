@@ -1,9 +1,11 @@
 """Conversions fixtures: Click-to-WhatsApp conversations as signed webhooks (built from the
-provider-documented referral payload), drained by the real drain into the funnel."""
+provider-documented referral payload), drained by the real drain into the funnel, and the local
+stand-in of Meta's endpoint with settings pointing at it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -11,8 +13,13 @@ from itertools import count
 import psycopg
 import pytest
 
-from funnel_ingest.settings import Settings
+from funnel_ingest.settings import Settings, get_settings
+from tests.conversions.meta_capi import MetaCapiServer
 from tests.support import ApiServer, drain_all, payload
+
+DATASET_ID = "918273645501"
+ACCESS_TOKEN = "capi-token-Vq8Lm2Zr"   # distinctive: a leak in a log cannot be a coincidence
+BUSINESS_ACCOUNT_ID = "102290129340398"  # the entry id of the referral payload
 
 _numbers = count(1)
 
@@ -95,3 +102,36 @@ def ingest(api: ApiServer, r, settings: Settings, classifier, conv_db):
 def outbox_rows(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute("SELECT lead_id, event_name, event_id, event_time, ctwa_clid, value, "
                         "status FROM conversion_events ORDER BY lead_id, event_name").fetchall()
+
+
+@pytest.fixture
+def meta() -> Iterator[MetaCapiServer]:
+    with MetaCapiServer(DATASET_ID, ACCESS_TOKEN, BUSINESS_ACCOUNT_ID) as server:
+        yield server
+
+
+@pytest.fixture
+def capi_settings(settings: Settings, meta: MetaCapiServer) -> Settings:
+    """The test settings with the Conversions API on, pointed at the local server; short waits
+    so that retries can be watched."""
+    return settings.replace(
+        meta_capi_dataset_id=DATASET_ID, meta_capi_access_token=ACCESS_TOKEN,
+        whatsapp_business_account_id=BUSINESS_ACCOUNT_ID, meta_graph_url=meta.graph_url,
+        meta_graph_version=meta.version, conversions_timeout_seconds=1.0,
+        conversions_retry_base_seconds=30.0, conversions_retry_max_seconds=600.0,
+        conversions_max_attempts=3)
+
+
+@pytest.fixture
+def capi_env(monkeypatch, meta):
+    """The Conversions API switched on in the environment (what the CLI and a run worker
+    read), pointed at the local server."""
+    for name, value in {"META_CAPI_DATASET_ID": DATASET_ID,
+                        "META_CAPI_ACCESS_TOKEN": ACCESS_TOKEN,
+                        "WHATSAPP_BUSINESS_ACCOUNT_ID": BUSINESS_ACCOUNT_ID,
+                        "META_GRAPH_URL": meta.graph_url,
+                        "CONVERSIONS_TIMEOUT_SECONDS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
