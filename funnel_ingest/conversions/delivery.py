@@ -79,7 +79,7 @@ def deliver(conn: psycopg.Connection, settings: Settings, *, client: MetaClient 
             try:
                 stop = _send(conn, meta, settings, token, rows, backoff, report, log)
             finally:
-                outbox.release(conn, token)
+                outbox.release(conn, token, settings.conversions_claim_seconds)
             if stop:
                 report.stopped = stop
                 break
@@ -99,20 +99,22 @@ def _send(conn: psycopg.Connection, meta: MetaClient, settings: Settings, token:
     answer = meta.post(events)
     report.requests += 1
     if answer.verdict is Verdict.ACCEPTED:
-        report.sent += outbox.record_sent(conn, rows, events, answer)
+        report.sent += outbox.record_sent(conn, rows, events, answer,
+                                          settings.conversions_claim_seconds)
         return None
     if answer.verdict is Verdict.REFUSED and len(rows) > 1:
         half = len(rows) // 2
         log(f"Meta refused a batch of {len(rows)} events ({answer.error}); sending it in halves")
         return (_send(conn, meta, settings, token, rows[:half], backoff, report, log)
                 or _send(conn, meta, settings, token, rows[half:], backoff, report, log))
-    return _failed(conn, token, rows, answer, backoff, report, log)
+    return _failed(conn, token, rows, answer, backoff, settings.conversions_claim_seconds,
+                   report, log)
 
 
 def _failed(conn: psycopg.Connection, token: uuid.UUID, rows: Sequence[OutboxEvent],
-            answer: Answer, backoff: outbox.Backoff, report: DeliveryReport,
+            answer: Answer, backoff: outbox.Backoff, patience: float, report: DeliveryReport,
             log: Callable[[str], None]) -> str | None:
-    retried, failed = outbox.record_failed(conn, token, rows, answer, backoff)
+    retried, failed = outbox.record_failed(conn, token, rows, answer, backoff, patience)
     report.retried += retried
     report.failed += failed
     what = rows[0].event_id if len(rows) == 1 else f"{len(rows)} events"

@@ -5,7 +5,8 @@ Exactly once, as far as this side can make it:
 - a batch is claimed in its own short transaction (`FOR UPDATE SKIP LOCKED`, then a claim token
   and a lease), so two deliveries never take the same rows and no lock is held while Meta is
   asked; a drain that updates a claimed row's values does not wait for Meta either;
-- each answer is recorded right after it arrives, for exactly the rows of that request;
+- each answer is recorded right after it arrives, for exactly the rows of that request, and
+  the record never waits for a row lock (so it can never deadlock with a drain);
 - a delivery killed between Meta's answer and that record leaves its rows claimed until the
   lease runs out; the next delivery sends them again with the same `event_id`, which Meta
   deduplicates: a duplicate request, never a second event;
@@ -15,6 +16,8 @@ Every function runs its statements on an autocommit connection (each its own tra
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from funnel_ingest.conversions.meta import Answer, OutboxEvent
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "sent", "failed", "expired", "cancelled")
 
@@ -53,29 +58,72 @@ _CLAIM = """
       FROM due WHERE e.id = due.id
     RETURNING e.id, e.event_id, e.event_name, e.event_time, e.ctwa_clid, e.value"""
 
+# The records lock their rows with SKIP LOCKED and report which they locked: a row a drain's
+# transaction holds (its trigger is updating the event's values) is recorded on the next try
+# (`_record`). Waiting for it instead could deadlock with that transaction, which locks the
+# outbox rows of its leads in its own order, statement after statement.
+_LOCKED = """
+    WITH locked AS (SELECT id FROM conversion_events WHERE id = ANY(%(ids)s)
+                       FOR UPDATE SKIP LOCKED),
+         done AS ({update})
+    SELECT l.id, d.status FROM locked l LEFT JOIN done d USING (id)"""
+
 # Sent is a fact, whoever's claim it was: recorded even when the claim lapsed meanwhile.
-_SENT = """
-    UPDATE conversion_events e
-       SET status = 'sent', attempts = e.attempts + 1, sent_at = now(), sent_event = s.event,
-           response_status = %(status)s, response_body = %(body)s, error = NULL,
-           claim_token = NULL, claimed_until = NULL, updated_at = now()
-      FROM (SELECT unnest(%(ids)s::bigint[]) AS id, unnest(%(events)s::jsonb[]) AS event) s
-     WHERE e.id = s.id AND e.status <> 'sent'"""
+_SENT = _LOCKED.format(update="""
+        UPDATE conversion_events e
+           SET status = 'sent', attempts = e.attempts + 1, sent_at = now(),
+               sent_event = s.event, response_status = %(status)s, response_body = %(body)s,
+               error = NULL, claim_token = NULL, claimed_until = NULL, updated_at = now()
+          FROM locked l
+          JOIN (SELECT unnest(%(event_ids)s::bigint[]) AS id,
+                       unnest(%(events)s::jsonb[]) AS event) s ON s.id = l.id
+         WHERE e.id = l.id AND e.status <> 'sent'
+        RETURNING e.id, e.status""")
 
 # A failed attempt, only on this claim's rows: the next attempt after base * 2^(attempts
 # before), capped; failed at the last attempt; an event cancelled meanwhile stays cancelled.
-_FAILED = """
-    UPDATE conversion_events e
-       SET attempts = e.attempts + 1,
-           status = CASE WHEN e.status <> 'pending' THEN e.status
-                         WHEN e.attempts + 1 >= %(max_attempts)s THEN 'failed'
-                         ELSE 'pending' END,
-           next_attempt_at = now() + make_interval(
-               secs => least(%(cap)s, %(base)s * power(2, e.attempts))),
-           response_status = %(status)s, response_body = %(body)s, error = %(error)s,
-           claim_token = NULL, claimed_until = NULL, updated_at = now()
-     WHERE e.id = ANY(%(ids)s) AND e.claim_token = %(token)s AND e.status <> 'sent'
-    RETURNING e.status"""
+_FAILED = _LOCKED.format(update="""
+        UPDATE conversion_events e
+           SET attempts = e.attempts + 1,
+               status = CASE WHEN e.status <> 'pending' THEN e.status
+                             WHEN e.attempts + 1 >= %(max_attempts)s THEN 'failed'
+                             ELSE 'pending' END,
+               next_attempt_at = now() + make_interval(
+                   secs => least(%(cap)s, %(base)s * power(2, e.attempts))),
+               response_status = %(status)s, response_body = %(body)s, error = %(error)s,
+               claim_token = NULL, claimed_until = NULL, updated_at = now()
+          FROM locked l
+         WHERE e.id = l.id AND e.claim_token = %(token)s AND e.status <> 'sent'
+        RETURNING e.id, e.status""")
+
+_RELEASE = _LOCKED.format(update="""
+        UPDATE conversion_events e SET claim_token = NULL, claimed_until = NULL
+          FROM locked l WHERE e.id = l.id AND e.claim_token = %(token)s
+        RETURNING e.id, e.status""")
+
+RETRY_LOCKED_SECONDS = 0.1
+
+
+def _record(conn: psycopg.Connection, sql: str, params: dict[str, Any], ids: Sequence[int],
+            patience: float) -> list[str]:
+    """Run a record statement on `ids` until every row was locked once (rows a writer holds
+    are tried again every RETRY_LOCKED_SECONDS); the statuses of the rows it changed. After
+    `patience` seconds the rest is left as it is: still claimed, it is sent again once the
+    claim lapses (same event ids)."""
+    remaining, statuses = list(ids), []
+    deadline = time.monotonic() + patience
+    while remaining:
+        rows = conn.execute(sql, {**params, "ids": remaining}).fetchall()
+        statuses += [status for _, status in rows if status is not None]
+        locked = {pk for pk, _ in rows}
+        remaining = [pk for pk in remaining if pk not in locked]
+        if remaining:
+            if time.monotonic() >= deadline:
+                log.warning("conversion events %s stayed locked by another writer for %.0f s; "
+                            "left to their claim's lapse", remaining, patience)
+                break
+            time.sleep(RETRY_LOCKED_SECONDS)
+    return statuses
 
 
 def now(conn: psycopg.Connection) -> datetime:
@@ -101,11 +149,12 @@ def claim(conn: psycopg.Connection, token: uuid.UUID, *, names: Sequence[str], l
 
 
 def record_sent(conn: psycopg.Connection, rows: Sequence[OutboxEvent],
-                events: Sequence[dict[str, Any]], answer: Answer) -> int:
+                events: Sequence[dict[str, Any]], answer: Answer, patience: float) -> int:
     """Meta accepted `rows` (sent as `events`): sent, with the event and its answer kept."""
-    return conn.execute(_SENT, {
-        "ids": [r.id for r in rows], "events": [Jsonb(e) for e in events],
-        "status": answer.status, "body": answer.body}).rowcount
+    ids = [r.id for r in rows]
+    return len(_record(conn, _SENT, {"event_ids": ids, "events": [Jsonb(e) for e in events],
+                                     "status": answer.status, "body": answer.body},
+                       ids, patience))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +165,21 @@ class Backoff:
 
 
 def record_failed(conn: psycopg.Connection, token: uuid.UUID, rows: Sequence[OutboxEvent],
-                  answer: Answer, backoff: Backoff) -> tuple[int, int]:
+                  answer: Answer, backoff: Backoff, patience: float) -> tuple[int, int]:
     """An attempt of `rows` failed with `answer` (kept per event): each is retried later, or
     failed at its last attempt. Returns (retried, failed)."""
-    statuses = [s for (s,) in conn.execute(_FAILED, {
-        "ids": [r.id for r in rows], "token": token, "max_attempts": backoff.max_attempts,
-        "base": backoff.base_seconds, "cap": backoff.max_seconds, "status": answer.status,
-        "body": answer.body, "error": answer.error})]
+    statuses = _record(conn, _FAILED, {
+        "token": token, "max_attempts": backoff.max_attempts, "base": backoff.base_seconds,
+        "cap": backoff.max_seconds, "status": answer.status, "body": answer.body,
+        "error": answer.error}, [r.id for r in rows], patience)
     return statuses.count("pending"), statuses.count("failed")
 
 
-def release(conn: psycopg.Connection, token: uuid.UUID) -> int:
+def release(conn: psycopg.Connection, token: uuid.UUID, patience: float) -> int:
     """Give back what a claim still holds (rows of a batch a stopped delivery did not send)."""
-    return conn.execute("UPDATE conversion_events SET claim_token = NULL, claimed_until = NULL "
-                        "WHERE claim_token = %s", (token,)).rowcount
+    ids = [pk for (pk,) in conn.execute("SELECT id FROM conversion_events WHERE claim_token = %s",
+                                        (token,))]
+    return len(_record(conn, _RELEASE, {"token": token}, ids, patience)) if ids else 0
 
 
 def requeue_failed(conn: psycopg.Connection) -> int:

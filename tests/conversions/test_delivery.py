@@ -203,11 +203,11 @@ def test_event_names_left_out_of_the_setting_stay_pending(conv_db, ingest, meta,
     assert {row[1]: row[6] for row in outbox_rows(conv_db)}["Schedule"] == "pending"
 
 
-def _record_waiting_on_lock(conn, database: str) -> int | None:
-    """The server process of the session of `database` that waits for a row lock in the
-    delivery's record of an accepted batch, if there is one."""
+def _recording_session(conn, database: str) -> int | None:
+    """The server process of the session of `database` that has tried to record a batch
+    Meta accepted, if there is one."""
     row = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s "
         "AND query LIKE '%%SET status = ''sent''%%'", (database,)).fetchone()
     return row[0] if row else None
 
@@ -226,9 +226,8 @@ def test_a_delivery_killed_between_meta_s_answer_and_its_record_loses_no_event_a
     command = [str(VENV_PYTHON), "-m", "funnel_ingest.cli", "conversions", "send"]
 
     # Meta accepts the first batch; before its answer leaves, the test locks the batch's rows,
-    # so the delivery, once it has the answer, waits to record it; then it is killed, and its
-    # database session with it (as when the machine dies: a session whose client was killed
-    # would otherwise still apply the statement it was given once the lock is free)
+    # so the delivery, once it has the answer, cannot record it (its record skips rows another
+    # transaction holds, and tries again); then it is killed
     blocker = psycopg.connect(settings.database_url)
     answered = threading.Event()
 
@@ -245,14 +244,15 @@ def test_a_delivery_killed_between_meta_s_answer_and_its_record_loses_no_event_a
         assert answered.wait(60), proc.communicate(timeout=5)
         database = conv_db.info.dbname
         deadline = time.monotonic() + 30
-        while (session := _record_waiting_on_lock(conv_db, database)) is None:
+        while (session := _recording_session(conv_db, database)) is None:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        # gone before the lock is released (the wait's timeout is in milliseconds)
-        assert conv_db.execute("SELECT pg_terminate_backend(%s, 10000)", (session,)
-                               ).fetchone()[0]
+        while conv_db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                              (session,)).fetchone()[0]:  # its session ended with it
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -319,3 +319,46 @@ def test_the_cli_shows_the_outbox_and_queues_failed_events_again(conv_db, ingest
     status = json.loads(capsys.readouterr().out)
     assert (status["enabled"], status["by_status"]["sent"], status["due"]) == (True, 1, 0)
     assert meta.accepted_ids() == [event_id]
+
+
+def test_recording_an_answer_never_waits_for_a_writer_holding_its_rows(conv_db, ingest, meta,
+                                                                       settings, capi_settings):
+    """A drain's transaction that holds one event of a batch (its trigger updated the event)
+    and then wants another: the delivery records what it can lock, the drain goes on, the
+    rest is recorded once the drain commits. A record that waited for the first row while
+    holding the second would deadlock with it."""
+    c = ctwa(recent(), book=timedelta(minutes=5))
+    ingest(*c.bodies)
+    ids = {row[1]: row[2] for row in outbox_rows(conv_db)}
+    drain = psycopg.connect(settings.database_url)
+    drain.execute("SET lock_timeout = '5s'")
+    watch = psycopg.connect(settings.database_url, autocommit=True)
+    held = threading.Event()
+
+    def drain_updates_the_lead(events: list[dict]) -> None:
+        drain.execute("UPDATE conversion_events SET updated_at = now() WHERE event_id = %s",
+                      (ids["LeadSubmitted"],))
+        held.set()
+
+    meta.before_answer = drain_updates_the_lead
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(deliver(conv_db, capi_settings)))
+    worker.start()
+    try:
+        assert held.wait(30)
+        deadline = time.monotonic() + 30
+        while _recording_session(watch, watch.info.dbname) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # the drain's next statement touches the other event of the batch: no wait, no deadlock
+        drain.execute("UPDATE conversion_events SET updated_at = now() WHERE event_id = %s",
+                      (ids["Schedule"],))
+        assert state(watch)[ids["Schedule"]][:2] == ("sent", 1)
+        assert state(watch)[ids["LeadSubmitted"]][:2] == ("pending", 0)
+        drain.commit()
+        worker.join(30)
+    finally:
+        drain.close()
+        watch.close()
+    assert result[0].sent == 2
+    assert {v[:2] for v in state(conv_db).values()} == {("sent", 1)}
