@@ -45,6 +45,9 @@ ENV_NAMES: tuple[str, ...] = (
     "REPORT_LINK_TTL_SECONDS",
 )
 
+CONVERSION_EVENTS = ("LeadSubmitted", "Schedule", "Purchase")
+"""The events the conversions outbox queues (sql/008_conversion_events.sql)."""
+
 
 class Settings(BaseSettings):
     """Runtime configuration, read from the environment (and an optional `.env` file)."""
@@ -142,6 +145,44 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
         description="lifetime of a report's presigned link (S3 allows at most 7 days)")
 
+    # Meta Conversions API (docs/conversions.md): off until the dataset, its token and the
+    # WhatsApp Business Account are all set
+    meta_capi_dataset_id: str = Field(
+        default="", description="the dataset (pixel) id the funnel's events are posted to")
+    meta_capi_access_token: SecretStr = Field(
+        default=SecretStr(""), description="access token allowed to post to that dataset")
+    whatsapp_business_account_id: str = Field(
+        default="", description="the WhatsApp Business Account (WABA) the ads lead to")
+    meta_capi_test_event_code: str = Field(
+        default="", description="Events Manager's test code: events show under Test Events "
+                                "only; empty in production")
+    meta_graph_url: str = Field(default="https://graph.facebook.com",
+                                description="the Graph API's base URL (tests: a local server)")
+    meta_graph_version: str = Field(default="v25.0", pattern=r"^v\d+\.\d+$",
+                                    description="the Graph API version in the request path")
+    conversions_events: str = Field(
+        default="LeadSubmitted,Schedule,Purchase",
+        description="the event names sent (comma-separated); others stay pending until they "
+                    "expire")
+    conversions_batch_size: int = Field(default=1000, ge=1, le=1000,
+                                        description="events per request (Meta takes 1000)")
+    conversions_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="an event refused this many times is failed")
+    conversions_retry_base_seconds: float = Field(
+        default=60.0, gt=0, description="the wait after a first failed attempt; doubled after "
+                                        "each further one ...")
+    conversions_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="... up to this many seconds")
+    conversions_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="a request to Meta without an answer within "
+                                                "this time is a failed attempt")
+    conversions_claim_seconds: float = Field(
+        default=300.0, gt=0, description="a delivery's claim on its batch runs out after this "
+                                         "long (a killed delivery's events are sent again then)")
+    conversions_max_event_age_hours: float = Field(
+        default=167.0, gt=0, le=168, description="older events are expired, never sent (Meta "
+                                                 "refuses a request with one older than 7 days)")
+
     # tooling
     funnel_sql_dir: str = Field(default="", description="the schema migrations' folder; empty = "
                                                         "the repository's (or image's) sql/")
@@ -170,6 +211,34 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{value!r} is not a date like 2025-01-31") from None
         return value
+
+    @field_validator("meta_capi_dataset_id", "whatsapp_business_account_id")
+    @classmethod
+    def _meta_id(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.isdigit():
+            raise ValueError(f"{value!r} is not a Meta id (digits only)")
+        return value
+
+    @field_validator("conversions_events")
+    @classmethod
+    def _event_names(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CONVERSION_EVENTS]
+        if unknown:
+            raise ValueError(f"unknown event name(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(CONVERSION_EVENTS)})")
+        return ",".join(names)
+
+    @property
+    def conversions_enabled(self) -> bool:
+        """The Conversions API feedback is on: dataset, token and business account are set."""
+        return bool(self.meta_capi_dataset_id and self.whatsapp_business_account_id
+                    and self.meta_capi_access_token.get_secret_value())
+
+    @property
+    def conversion_event_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.conversions_events.split(",") if n)
 
     @property
     def start_date(self) -> date | None:

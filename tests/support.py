@@ -146,7 +146,7 @@ def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> s
 
 # Tables the engine writes (keyword versions are kept: they are published, not derived).
 ENGINE_TABLES = ("classified_messages", "funnel", "transactions", "rooms", "stream_offsets",
-                 "message_statuses", "dead_letters")
+                 "message_statuses", "dead_letters", "conversion_events")
 
 
 def empty_engine_tables(conn: psycopg.Connection, keep: tuple[str, ...] = ()) -> None:

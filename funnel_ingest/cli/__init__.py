@@ -5,6 +5,7 @@
     funnel api                          run the ingest API in the foreground
     funnel drain [--follow]             process the streams into the funnel (without Dagster)
     funnel replay [--since 3d]          re-enqueue archived messages missing from Postgres
+    funnel conversions status|send|retry   the Meta Conversions API outbox
     funnel demo                         stack up, API up, a burst of sample webhooks, counts
 """
 
@@ -492,9 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--until", type=_when, default=None, help="… up to (default: now)")
     rp.add_argument("--dry-run", action="store_true", help="only count what is missing")
     rp.set_defaults(func=cmd_replay)
-    from funnel_ingest.cli import keywords, report
+    from funnel_ingest.cli import conversions, keywords, report
     keywords.add_parsers(sub)
     report.add_parsers(sub)
+    conversions.add_parsers(sub)
     bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them "
                         "(one Dagster run, shown in the UI)")
     bf.add_argument("--from", dest="start", required=True, type=_day,
