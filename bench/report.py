@@ -130,7 +130,8 @@ def fill(url: str, leads: int, days: int, seed: int) -> float:
         # as after a drain run: the report summary's rows folded, one per group and day
         conn.execute("SELECT funnel_summary_compact()")
         conn.execute("VACUUM (ANALYZE) funnel, funnel_summary, funnel_summary_times, "
-                     "funnel_summary_channel_times")
+                     "funnel_summary_week_times, funnel_summary_channel_times, "
+                     "funnel_summary_channel_week_times")
     print(file=sys.stderr)
     return time.perf_counter() - t
 

@@ -127,6 +127,24 @@ CREATE INDEX IF NOT EXISTS funnel_summary_channel_times_day
 CREATE INDEX IF NOT EXISTS funnel_summary_channel_times_loose
     ON funnel_summary_channel_times (leads_date) WHERE NOT compacted;
 
+-- ... and per week, channel and medium: a month's summary or duration chart reads its whole
+-- weeks here.
+CREATE TABLE IF NOT EXISTS funnel_summary_channel_week_times (
+    week            date     NOT NULL CHECK (extract(isodow FROM week) = 1),
+    channel         text     NOT NULL,
+    medium          text,
+    stage           text     NOT NULL CHECK (stage IN ('booking', 'transaction')),
+    bucket          smallint NOT NULL,
+    leads           integer  NOT NULL,
+    milliseconds    double precision NOT NULL,
+    compacted       boolean  NOT NULL DEFAULT false
+);
+
+CREATE INDEX IF NOT EXISTS funnel_summary_channel_week_times_week
+    ON funnel_summary_channel_week_times (week, channel);
+CREATE INDEX IF NOT EXISTS funnel_summary_channel_week_times_loose
+    ON funnel_summary_channel_week_times (week) WHERE NOT compacted;
+
 -- The statements that append the differences of the leads in `changes` (a query of funnel rows
 -- with a `sign` column: +1 for a row as it is now, -1 for a row as it was), one row per group
 -- that changed; $1 is duration_bucket_edges(). Run by the trigger, which alone sees the
@@ -190,6 +208,18 @@ CREATE OR REPLACE FUNCTION funnel_summary_statements(changes text) RETURNS text[
                        AS t (stage, seconds)
          WHERE t.seconds IS NOT NULL
          GROUP BY 1, 2, 3, 4, 5
+        HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$, changes),
+        format($q$
+        INSERT INTO funnel_summary_channel_week_times (week, channel, medium, stage, bucket,
+                                                       leads, milliseconds)
+        SELECT date_trunc('week', leads_date)::date, channel, medium, t.stage,
+               width_bucket(t.seconds, $1), sum(sign), sum(sign * round(t.seconds * 1000))
+          FROM (%s) AS c,
+               LATERAL (VALUES ('booking', extract(epoch FROM booking_at - lead_at)),
+                               ('transaction', extract(epoch FROM transaction_at - lead_at)))
+                       AS t (stage, seconds)
+         WHERE t.seconds IS NOT NULL
+         GROUP BY 1, 2, 3, 4, 5
         HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$, changes)]
 $$;
 
@@ -202,7 +232,7 @@ DECLARE
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE funnel_summary, funnel_summary_times, funnel_summary_week_times,
-                 funnel_summary_channel_times;
+                 funnel_summary_channel_times, funnel_summary_channel_week_times;
         RETURN NULL;
     END IF;
     changes := CASE TG_OP
@@ -264,6 +294,17 @@ BEGIN
           FROM gone GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
         HAVING sum(leads) <> 0 OR sum(milliseconds) <> 0;
     END IF;
+    SELECT array_agg(DISTINCT week) INTO weeks
+      FROM funnel_summary_channel_week_times WHERE NOT compacted;
+    IF weeks IS NOT NULL THEN
+        WITH gone AS (DELETE FROM funnel_summary_channel_week_times WHERE week = ANY(weeks)
+                      RETURNING *)
+        INSERT INTO funnel_summary_channel_week_times (week, channel, medium, stage, bucket,
+                                                       leads, milliseconds, compacted)
+        SELECT week, channel, medium, stage, bucket, sum(leads), sum(milliseconds), true
+          FROM gone GROUP BY 1, 2, 3, 4, 5
+        HAVING sum(leads) <> 0 OR sum(milliseconds) <> 0;
+    END IF;
     IF days IS NULL THEN
         RETURN 0;
     END IF;
@@ -299,7 +340,7 @@ END $$;
 -- campaign is its campaign id until the campaign registry names it.
 UPDATE funnel SET campaign = campaign_id WHERE campaign IS NULL AND campaign_id IS NOT NULL;
 TRUNCATE funnel_summary, funnel_summary_times, funnel_summary_week_times,
-                 funnel_summary_channel_times;
+                 funnel_summary_channel_times, funnel_summary_channel_week_times;
 DO $$
 DECLARE
     statement text;

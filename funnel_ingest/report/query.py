@@ -376,37 +376,36 @@ _CHANNEL_GRAIN = frozenset({"leads_date", "channel", "medium"})
 
 def _times(filt: ReportFilter, columns: tuple[str, ...]) -> sql.Composable:
     """A query of the histogram rows of `filt`'s leads (stage, bucket, leads, milliseconds and
-    `columns`). The histograms per lead date, channel and medium when they hold what the
-    filter and the grouping need (far fewer rows); else the ones per campaign, ad and opening
-    keyword too: the weekly ones for the whole weeks (Monday to Sunday) of the range, the
-    daily ones for its days outside them."""
+    `columns`). The histograms per channel and medium when they hold what the filter and the
+    grouping need (far fewer rows), else the ones per campaign, ad and opening keyword too;
+    unless the grouping is per day, the weekly ones for the whole weeks (Monday to Sunday) of
+    the range and the daily ones for its days outside them."""
     picked = sql.SQL(", ").join(map(sql.Identifier, (*columns, "stage", "bucket", "leads",
                                                      "milliseconds")))
-    if filt.campaign is None and _CHANNEL_GRAIN.issuperset(columns):
-        return sql.SQL("SELECT {} FROM funnel_summary_channel_times WHERE {}").format(
-            picked, _summary_where(filt))
-    if "leads_date" in columns:
-        return sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
-            picked, _summary_where(filt))
-    first = filt.start and filt.start + timedelta(days=-filt.start.weekday() % 7)
+    coarse = filt.campaign is None and _CHANNEL_GRAIN.issuperset(columns)
+    daily_table, weekly_table = (
+        ("funnel_summary_channel_times", "funnel_summary_channel_week_times") if coarse
+        else ("funnel_summary_times", "funnel_summary_week_times"))
+
+    def days(part: ReportFilter) -> sql.Composable:
+        return sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            picked, sql.Identifier(daily_table), _summary_where(part))
+
+    first = filt.start and filt.start + timedelta(days=-filt.start.weekday() % 7)  # a Monday
     last = filt.end and filt.end - timedelta(days=(filt.end.weekday() + 1) % 7)  # a Sunday
-    if first is not None and last is not None and last < first:  # no whole week
-        return sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
-            picked, _summary_where(filt))
-    undated = _summary_where(replace(filt, start=None, end=None))
-    weeks = [undated]
+    if "leads_date" in columns or (first is not None and last is not None and last < first):
+        return days(filt)  # per day, or no whole week in the range
+    weeks = [_summary_where(replace(filt, start=None, end=None))]
     if first is not None:
         weeks.append(sql.SQL("week >= {}").format(sql.Literal(first)))
     if last is not None:
         weeks.append(sql.SQL("week <= {}").format(sql.Literal(last - timedelta(days=6))))
-    parts = [sql.SQL("SELECT {} FROM funnel_summary_week_times WHERE {}").format(
-        picked, sql.SQL(" AND ").join(weeks))]
+    parts = [sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        picked, sql.Identifier(weekly_table), sql.SQL(" AND ").join(weeks))]
     if filt.start is not None and first > filt.start:
-        parts.append(sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
-            picked, _summary_where(replace(filt, end=first - timedelta(days=1)))))
+        parts.append(days(replace(filt, end=first - timedelta(days=1))))
     if filt.end is not None and last < filt.end:
-        parts.append(sql.SQL("SELECT {} FROM funnel_summary_times WHERE {}").format(
-            picked, _summary_where(replace(filt, start=last + timedelta(days=1)))))
+        parts.append(days(replace(filt, start=last + timedelta(days=1))))
     return sql.SQL(" UNION ALL ").join(parts)
 
 

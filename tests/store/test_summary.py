@@ -122,10 +122,10 @@ def test_breakdowns_daily_and_durations_read_the_same_leads(funnel_db):
 
 
 @pytest.mark.parametrize("start_day, days", [(0, 10), (5, 14), (0, 28), (3, 25), (12, 2)])
-def test_breakdowns_read_whole_weeks_and_the_days_around_them_alike(funnel_db, start_day, days):
-    """A breakdown by campaign reads the weekly histograms for the range's whole weeks and the
-    daily ones for the days around them: the same figures as the leads give, whatever the
-    range's first and last weekday."""
+def test_figures_read_whole_weeks_and_the_days_around_them_alike(funnel_db, start_day, days):
+    """A breakdown, a summary and the duration chart read the weekly histograms for the range's
+    whole weeks and the daily ones for the days around them: the same figures as the leads
+    give, whatever the range's first and last weekday."""
     rng = random.Random(17)
     rows = random_leads(rng, 600)
     for row in rows:  # spread over five weeks
@@ -149,6 +149,16 @@ def test_breakdowns_read_whole_weeks_and_the_days_around_them_alike(funnel_db, s
         assert g["leads"] == leads
         times = g["lead_to_booking_seconds"]
         assert [times["median"], times["p90"]] == pytest.approx(pcts, rel=TIME_PRECISION)
+    # the summary per channel and the duration chart read the channel-grain weeks and days alike
+    assert_matches(funnel_db, start, end)
+    bounds = list(query.DURATION_BOUNDS)
+    want_hist = [0] * (len(bounds) + 1)
+    for (seconds,) in funnel_db.execute(
+            "SELECT date_part('epoch', transaction_at - lead_at) FROM funnel WHERE leads_date "
+            "BETWEEN %s AND %s AND transaction_at IS NOT NULL", (start, end)):
+        want_hist[sum(seconds >= b for b in bounds)] += 1
+    assert query.durations(funnel_db, ReportFilter(start, end))["lead_to_transaction"] == \
+        want_hist
 
 
 def test_medians_and_p90_are_exact_when_a_bucket_holds_one_time_and_close_otherwise(funnel_db):
