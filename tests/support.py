@@ -146,7 +146,7 @@ def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> s
 
 # Tables the engine writes (keyword versions are kept: they are published, not derived).
 ENGINE_TABLES = ("classified_messages", "funnel", "transactions", "rooms", "stream_offsets",
-                 "message_statuses", "dead_letters")
+                 "message_statuses", "dead_letters", "campaign_refs", "campaigns")
 
 
 def empty_engine_tables(conn: psycopg.Connection, keep: tuple[str, ...] = ()) -> None:
@@ -176,7 +176,7 @@ def funnel_rows(conn: psycopg.Connection) -> list[tuple]:
         """SELECT lead_id, leads_date, channel, phone, booking_date, transaction_date,
                   transaction_value, customer_key, cycle, lead_at, booking_at, transaction_at,
                   transaction_total, transactions, requested_date, campaign_id, ad_id,
-                  opening_keyword, opening_source, opening_message_id, medium
+                  opening_keyword, opening_source, opening_message_id, medium, campaign
              FROM funnel ORDER BY lead_id""").fetchall()
 
 
@@ -239,7 +239,7 @@ JKT = timedelta(hours=7)  # Asia/Jakarta, the test settings' FUNNEL_TIMEZONE (no
 FUNNEL_COLUMNS = ("lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
          "transaction_value", "customer_key", "cycle", "lead_at", "booking_at",
          "transaction_at", "transaction_total", "transactions", "requested_date", "campaign_id",
-         "ad_id", "opening_keyword", "opening_source", "opening_message_id", "medium")
+         "ad_id", "opening_keyword", "opening_source", "opening_message_id", "medium", "campaign")
 _lead_ids = iter(range(10**9))
 
 
@@ -251,7 +251,9 @@ def lead(channel: str = "ads", day: date = DAY, *, minute: int = 0, book: int | 
          campaign: str | None = None, lead_id: str | None = None,
          medium: str | None = "whatsapp") -> dict[str, Any]:
     """A funnel row whose lead opens `minute` minutes after 10:00 (Jakarta) on `day`; `book`
-    and `pay` are seconds from the lead to its booking / transaction."""
+    and `pay` are seconds from the lead to its booking / transaction; `campaign` its
+    campaign_id, resolved to itself (as the merge resolves an id the registry does not
+    know)."""
     n = next(_lead_ids)
     lead_at = datetime(day.year, day.month, day.day, 10, tzinfo=UTC) - JKT + \
         timedelta(minutes=minute)
@@ -269,7 +271,8 @@ def lead(channel: str = "ads", day: date = DAY, *, minute: int = 0, book: int | 
         "transaction_total": total if total is not None else value,
         "transactions": int(tx_at is not None), "requested_date": None,
         "campaign_id": campaign, "ad_id": None, "opening_keyword": None,
-        "opening_source": "whatsapp", "opening_message_id": f"wamid.{n}", "medium": medium}
+        "opening_source": "whatsapp", "opening_message_id": f"wamid.{n}", "medium": medium,
+        "campaign": campaign}
 
 
 def insert(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
@@ -285,7 +288,7 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
         """INSERT INTO funnel (lead_id, leads_date, channel, phone, booking_date,
                transaction_date, transaction_value, customer_key, cycle, lead_at, booking_at,
                transaction_at, transaction_total, transactions, campaign_id, opening_source,
-               opening_message_id)
+               opening_message_id, campaign)
            SELECT 'bulk-' || lpad(i::text, 9, '0'), d::date,
                   (ARRAY['ads','direct','website','campaign_blast'])[1 + mod(i, 4)],
                   '+62813' || lpad(i::text, 8, '0'),
@@ -297,7 +300,8 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
                   CASE WHEN mod(i, 3) = 2 THEN t + interval '10 minutes' END,
                   CASE WHEN mod(i, 3) = 2 THEN 150000 + mod(i, 1000) * 1000 END,
                   CASE WHEN mod(i, 3) = 2 THEN 1 ELSE 0 END,
-                  'campaign-' || mod(i, 7), 'whatsapp', 'wamid.bulk.' || i
+                  'campaign-' || mod(i, 7), 'whatsapp', 'wamid.bulk.' || i,
+                  'campaign-' || mod(i, 7)
              FROM generate_series(0, %s - 1) AS i,
                   LATERAL (SELECT %s::date + mod(i, %s) AS d) AS dd,
                   LATERAL (SELECT (d::timestamp + interval '3 hours'
