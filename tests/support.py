@@ -126,6 +126,18 @@ def post_samples(api: ApiServer, settings: Settings, samples) -> None:
         assert res.status_code == 200, res.text
 
 
+def post_campaign_payloads(api: ApiServer) -> None:
+    """The payloads that name campaigns, and the replies to them: a WhatsApp template echo and
+    the button reply pointing at it, a Click-to-WhatsApp referral, a Qontak broadcast and the
+    customer's reply in its room, a generic message with a named campaign label."""
+    for name in ("whatsapp_template_echo.json", "whatsapp_button.json",
+                 "whatsapp_referral.json"):
+        assert api.whatsapp(payload(name)).status_code == 200
+    for name in ("qontak_broadcast.json", "qontak_customer.json"):
+        assert api.crm("/webhooks/qontak", payload(name)).status_code == 200
+    assert api.crm("/webhook", payload("generic_campaign.json")).status_code == 200
+
+
 def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> subprocess.Popen:
     """A redis-server on 127.0.0.1:`port` keeping nothing on disk (a restart comes back
     empty), once it answers PING."""

@@ -6,6 +6,7 @@
     funnel drain [--follow]             process the streams into the funnel (without Dagster)
     funnel replay [--since 3d]          re-enqueue archived messages missing from Postgres
     funnel demo                         stack up, API up, a burst of sample webhooks, counts
+    funnel campaigns import FILE | list name campaigns from a broadcast log, list them
 """
 
 from __future__ import annotations
@@ -491,9 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--until", type=_when, default=None, help="… up to (default: now)")
     rp.add_argument("--dry-run", action="store_true", help="only count what is missing")
     rp.set_defaults(func=cmd_replay)
-    from funnel_ingest.cli import keywords, report
+    from funnel_ingest.cli import campaigns, keywords, report
     keywords.add_parsers(sub)
     report.add_parsers(sub)
+    campaigns.add_parsers(sub)
     bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them "
                         "(one Dagster run, shown in the UI)")
     bf.add_argument("--from", dest="start", required=True, type=_day,

@@ -22,12 +22,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-# User-facing columns first, in the order the growth team asked for, then the extras.
+from funnel_ingest.report.campaigns import campaign_names
+
+# User-facing columns first, in the order the growth team asked for, then the extras; the
+# lead's resolved campaign and its name last (empty name: an id no payload or import named).
 REPORT_COLUMNS = (
     "leads_date", "channel", "phone", "booking_date", "transaction_date", "transaction_value",
     "medium", "lead_id", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
-    "opening_keyword",
+    "opening_keyword", "campaign", "campaign_name",
 )
 SORT_KEY = ("leads_date", "lead_at", "lead_id")
 MAX_CHANNELS = 20
@@ -60,8 +63,9 @@ def _labels(values: Iterable[str], name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ReportFilter:
     """Which leads a report covers: lead dates `start`..`end` inclusive (business dates in
-    FUNNEL_TIMEZONE; None = unbounded), any of `channels` (empty = all), one `campaign`
-    (the lead's campaign_id), any of `mediums` (whatsapp, instagram, ...; empty = all)."""
+    FUNNEL_TIMEZONE; None = unbounded), any of `channels` (empty = all), one `campaign` (the
+    lead's resolved campaign key, or its raw campaign_id), any of `mediums` (whatsapp,
+    instagram, ...; empty = all)."""
 
     start: date | None = None
     end: date | None = None
@@ -95,7 +99,8 @@ class ReportFilter:
         elif self.channels:
             where.append(sql.SQL("channel = ANY({})").format(sql.Literal(list(self.channels))))
         if self.campaign is not None:
-            where.append(sql.SQL("campaign_id = {}").format(sql.Literal(self.campaign)))
+            where.append(sql.SQL("(campaign = {c} OR campaign_id = {c})").format(
+                c=sql.Literal(self.campaign)))
         if self.mediums:
             where.append(sql.SQL("medium = ANY({})").format(sql.Literal(list(self.mediums))))
         return sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
@@ -124,18 +129,28 @@ def configure_session(conn: psycopg.Connection) -> None:
 # apostrophe. A phone (+62...) then opens as the text '+6281..., never as a number that lost its
 # + and leading digits. Machine consumers ask for the exact values (`spreadsheet_safe=False`).
 TEXT_COLUMNS = frozenset({"channel", "phone", "lead_id", "customer_key", "campaign_id", "ad_id",
-                          "opening_keyword", "medium"})
+                          "opening_keyword", "medium", "campaign", "campaign_name"})
 _NEUTRALIZED = sql.SQL(
-    "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {c} "
-    "ELSE {c} END AS {c}")
+    "CASE WHEN left({v}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {v} "
+    "ELSE {v} END AS {c}")
+_DERIVED = {
+    # the name of the lead's campaign, looked up per row (an index probe of a small table)
+    # so that the rows keep the funnel index's order: a join could make the planner sort
+    "campaign_name": sql.SQL("(SELECT c.name FROM campaigns c "
+                             "WHERE c.campaign = funnel.campaign)"),
+}
+"""Report columns that are not funnel columns: their SQL expressions."""
 
 
 def _column(c: str, spreadsheet_safe: bool) -> sql.Composable:
     if c in ("transaction_value", "transaction_total"):
         return sql.SQL("round({c})::bigint AS {c}").format(c=sql.Identifier(c))
+    value = _DERIVED.get(c, sql.Identifier(c))
     if spreadsheet_safe and c in TEXT_COLUMNS:
-        return _NEUTRALIZED.format(c=sql.Identifier(c))
-    return sql.Identifier(c)
+        return _NEUTRALIZED.format(v=value, c=sql.Identifier(c))
+    if c in _DERIVED:
+        return sql.SQL("{} AS {}").format(value, sql.Identifier(c))
+    return value
 
 
 def _columns(spreadsheet_safe: bool = False) -> sql.Composable:
@@ -332,16 +347,18 @@ def summary(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
     return {"by_channel": by_channel, "total": total}
 
 
-BREAKDOWNS = {"channel": "channel", "medium": "medium", "campaign": "campaign_id",
+BREAKDOWNS = {"channel": "channel", "medium": "medium", "campaign": "campaign",
               "ad": "ad_id", "opening_keyword": "opening_keyword"}
-"""What a summary can be broken down by: its name in the API -> the funnel column."""
+"""What a summary can be broken down by: its name in the API -> the funnel column (a lead's
+campaign is its resolved campaign key, `funnel.campaign`)."""
 
 
 def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int = 20
               ) -> dict[str, Any]:
     """The summary of `filt`'s leads per value of `by` (a key of BREAKDOWNS; leads without a
     value form one group, value None): the `limit` groups with the most leads, largest first,
-    and how many groups and leads the others hold."""
+    and how many groups and leads the others hold. By campaign, each group has its campaign's
+    `name` (None for a key no payload or import named); by anything else `name` is None."""
     if by not in BREAKDOWNS:
         raise FilterError(f"by must be one of {', '.join(BREAKDOWNS)}")
     query = sql.SQL(
@@ -352,7 +369,9 @@ def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int 
         n=sql.Literal(limit))
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
-    groups = [{"value": r["value"], **_stage(r).as_dict()} for r in rows]
+    names = campaign_names(conn, (r["value"] for r in rows)) if by == "campaign" else {}
+    groups = [{"value": r["value"], "name": names.get(r["value"]), **_stage(r).as_dict()}
+              for r in rows]
     all_groups = rows[0]["all_groups"] if rows else 0
     all_leads = int(rows[0]["all_leads"]) if rows else 0
     return {"by": by, "groups": groups, "omitted_groups": all_groups - len(groups),

@@ -12,22 +12,13 @@ import pytest
 from funnel_ingest.engine.campaigns import CampaignEntry
 from funnel_ingest.messages import NormalizedMessage
 from funnel_ingest.store import funnel as store
-from tests.support import drain_all, funnel_rows, payload
+from tests.support import drain_all, funnel_rows, payload, post_campaign_payloads
 
 BUTTON_CUSTOMER = "+6285712345678"      # whatsapp_button.json: replies to the template echo
 AD_CUSTOMER = "+6281234567890"          # whatsapp_referral.json
 QONTAK_CUSTOMER = "+628117661000"       # qontak_broadcast.json, then qontak_customer.json
 GENERIC_CUSTOMER = "+6281298765432"     # generic_campaign.json
 BROADCAST = "b7e2c0d4-5a61-4f0e-8d3b-1c9a2f6e4d85"
-
-
-def post_all(api) -> None:
-    for name in ("whatsapp_template_echo.json", "whatsapp_button.json",
-                 "whatsapp_referral.json"):
-        assert api.whatsapp(payload(name)).status_code == 200
-    for name in ("qontak_broadcast.json", "qontak_customer.json"):
-        assert api.crm("/webhooks/qontak", payload(name)).status_code == 200
-    assert api.crm("/webhook", payload("generic_campaign.json")).status_code == 200
 
 
 def lead_campaigns(conn: psycopg.Connection) -> dict[str, tuple[str | None, str | None]]:
@@ -44,7 +35,7 @@ def registry_rows(conn: psycopg.Connection) -> dict[str, tuple]:
 
 def test_the_drain_learns_templates_broadcasts_ads_and_labels_and_resolves_each_lead(
         api, r, settings, funnel_db, classifier):
-    post_all(api)
+    post_campaign_payloads(api)
     drain_all(funnel_db, r, settings, classifier)
     funnel_db.commit()
     leads = lead_campaigns(funnel_db)
@@ -86,13 +77,13 @@ def test_a_template_message_drained_after_the_reply_still_names_the_lead(
 
 def test_redelivered_payloads_change_nothing_and_a_rebuild_resolves_the_same(
         api, r, settings, funnel_db, classifier):
-    post_all(api)
+    post_campaign_payloads(api)
     drain_all(funnel_db, r, settings, classifier)
     funnel_db.commit()
     before = (funnel_rows(funnel_db), registry_rows(funnel_db),
               funnel_db.execute("SELECT lead_id, updated_at FROM funnel ORDER BY 1").fetchall())
     r.flushdb()   # the API's dedupe marks gone: the same bodies are appended again
-    post_all(api)
+    post_campaign_payloads(api)
     drain_all(funnel_db, r, settings, classifier)
     funnel_db.commit()
     assert (funnel_rows(funnel_db), registry_rows(funnel_db), funnel_db.execute(
