@@ -12,7 +12,13 @@ import pytest
 from funnel_ingest.engine.campaigns import CampaignEntry
 from funnel_ingest.messages import NormalizedMessage
 from funnel_ingest.store import funnel as store
-from tests.support import drain_all, funnel_rows, payload, post_campaign_payloads
+from tests.support import (
+    drain_all,
+    funnel_rows,
+    payload,
+    post_campaign_payloads,
+    post_samples,
+)
 
 BUTTON_CUSTOMER = "+6285712345678"      # whatsapp_button.json: replies to the template echo
 AD_CUSTOMER = "+6281234567890"          # whatsapp_referral.json
@@ -153,3 +159,28 @@ def test_a_batch_with_many_customers_of_one_broadcast_names_all_their_leads(
             store.process_messages(funnel_db, batch, classifier)
     assert {c for _, c in lead_campaigns(funnel_db).values()} == {"broadcast:b9"}
     assert len(lead_campaigns(funnel_db)) == 30
+
+
+def test_the_simulators_traffic_names_its_campaigns(api, r, settings, funnel_db, classifier):
+    """The demo's traffic as webhooks: Qontak broadcasts and generic campaigns carry their
+    names, WhatsApp template messages are echoed for most customers, ads have headlines; only
+    replies to a template nobody echoed stay unknown, shown as the message id they answer."""
+    from datetime import UTC
+
+    from funnel_ingest.simulate.conversations import simulate
+    from funnel_ingest.simulate.webhooks import to_webhooks
+
+    sim = simulate(60, seed=7, start=datetime(2025, 9, 1, tzinfo=UTC), days=20)
+    post_samples(api, settings, to_webhooks(sim.deliveries(seed=7), seed=7))
+    drain_all(funnel_db, r, settings, classifier)
+    funnel_db.commit()
+    rows = funnel_db.execute(
+        "SELECT f.opening_source, f.campaign, c.name FROM funnel f "
+        "LEFT JOIN campaigns c ON c.campaign = f.campaign WHERE f.campaign IS NOT NULL"
+    ).fetchall()
+    named = {(source, key.split(":")[0] if ":" in key else key.split("-")[0])
+             for source, key, name in rows if name}
+    assert named >= {("whatsapp", "template"), ("whatsapp", "ad"), ("qontak", "broadcast")}
+    unknown = [(source, key) for source, key, name in rows if not name]
+    assert all(source == "whatsapp" and key.startswith("wamid.") for source, key in unknown)
+    assert len(unknown) < len(rows) / 2
