@@ -133,13 +133,17 @@ TEXT_COLUMNS = frozenset({"channel", "phone", "lead_id", "customer_key", "campai
 _NEUTRALIZED = sql.SQL(
     "CASE WHEN left({v}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {v} "
     "ELSE {v} END AS {c}")
-_DERIVED = {
-    # the name of the lead's campaign, looked up per row (an index probe of a small table)
-    # so that the rows keep the funnel index's order: a join could make the planner sort
-    "campaign_name": sql.SQL("(SELECT c.name FROM campaigns c "
-                             "WHERE c.campaign = funnel.campaign)"),
-}
-"""Report columns that are not funnel columns: their SQL expressions."""
+_DERIVED = {"campaign_name": sql.SQL("named.campaign_label")}
+"""Report columns that are not funnel columns: their SQL expressions (over `_ROWS`)."""
+_ROWS = sql.SQL(
+    "funnel LEFT JOIN (SELECT campaign AS campaign_key, name AS campaign_label FROM campaigns)"
+    " AS named ON named.campaign_key = funnel.campaign")
+"""The report's rows: the funnel with each lead's campaign name. Postgres reads it as the
+funnel index's range in order, each name looked up by the registry's key in a nested loop whose
+lookups are cached per campaign (Memoize), so the rows need no sort. Measured on the full CSV
+of 1,000,000 leads (5.5 s before): 0.5 to 1.4 s more with the two columns, where a per-row
+subquery took 2.2 s more. The registry's columns are renamed so that the filters' column names
+stay the funnel's."""
 
 
 def _column(c: str, spreadsheet_safe: bool) -> sql.Composable:
@@ -162,8 +166,8 @@ _ORDER = sql.SQL("ORDER BY leads_date, lead_at, lead_id")
 
 def report_query(filt: ReportFilter, *, spreadsheet_safe: bool = False) -> sql.Composed:
     """Every row of the report of `filt`, in report order."""
-    return sql.SQL("SELECT {} FROM funnel WHERE {} {}").format(
-        _columns(spreadsheet_safe), filt.conditions(), _ORDER)
+    return sql.SQL("SELECT {} FROM {} WHERE {} {}").format(
+        _columns(spreadsheet_safe), _ROWS, filt.conditions(), _ORDER)
 
 
 def csv_chunks(conn: psycopg.Connection, filt: ReportFilter, *,
@@ -226,16 +230,17 @@ def page(conn: psycopg.Connection, filt: ReportFilter, limit: int,
     keyset = (sql.SQL("(leads_date, lead_at, lead_id) > ({}, {}, {})").format(
         sql.Literal(after.leads_date), sql.Literal(after.lead_at), sql.Literal(after.lead_id))
         if after else sql.SQL("TRUE"))
-    one = sql.SQL("SELECT {cols} FROM funnel WHERE {where} AND {keyset} {order} LIMIT {n}")
+    one = sql.SQL("SELECT {cols} FROM {rows} WHERE {where} AND {keyset} {order} LIMIT {n}")
     n = sql.Literal(limit + 1)
     if len(filt.channels) > 1:
         parts = [sql.SQL("({})").format(one.format(
-            cols=_columns(), where=filt.conditions(channel=c), keyset=keyset, order=_ORDER, n=n))
+            cols=_columns(), rows=_ROWS, where=filt.conditions(channel=c), keyset=keyset,
+            order=_ORDER, n=n))
             for c in filt.channels]
         query = sql.SQL("SELECT * FROM ({}) AS u {} LIMIT {}").format(
             sql.SQL(" UNION ALL ").join(parts), _ORDER, n)
     else:
-        query = one.format(cols=_columns(), where=filt.conditions(), keyset=keyset,
+        query = one.format(cols=_columns(), rows=_ROWS, where=filt.conditions(), keyset=keyset,
                            order=_ORDER, n=n)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
