@@ -390,6 +390,21 @@ def _print_summary(conn) -> None:
               f"{r['revenue']:18,}")
 
 
+def _print_campaigns(conn, limit: int = 8) -> None:
+    """The campaigns with the most leads, by name (an id nothing named as itself)."""
+    from funnel_ingest.report.campaigns import campaign_figures
+
+    found = campaign_figures(conn, limit)
+    if not found["campaigns"]:
+        return
+    print(f"\n{'campaign':40}{'leads':>8}{'paid':>8}  key")
+    for c in found["campaigns"]:
+        name = c["name"] or f"{c['campaign'][:28]} (unknown)"
+        print(f"{name[:39]:40}{c['leads']:8}{c['transactions']:8}  {c['campaign'][:48]}")
+    if found["omitted"]:
+        print(f"... and {found['omitted']} more campaigns (funnel campaigns list)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import psycopg
     import redis
@@ -445,6 +460,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir.mkdir(exist_ok=True)
         with psycopg.connect(settings.database_url) as conn:
             _print_summary(conn)
+            _print_campaigns(conn)
             first, last = conn.execute("SELECT min(leads_date), max(leads_date) FROM funnel"
                                        ).fetchone()
             if first:
