@@ -77,7 +77,7 @@ SELECT 'ad:' || ad_id,
                left(btrim(regexp_replace(referral ->> 'headline', '[[:space:][:cntrl:]]+', ' ',
                                          'g')), 200) AS headline
           FROM classified_messages
-         WHERE ad_id IS NOT NULL AND direction = 'inbound') m
+         WHERE ad_id <> '' AND direction = 'inbound') m
  GROUP BY ad_id
 ON CONFLICT (campaign) DO NOTHING;
 
@@ -89,21 +89,21 @@ ON CONFLICT DO NOTHING;
 INSERT INTO campaigns (campaign, kind, source, first_seen_at, last_seen_at)
 SELECT campaign_id, 'broadcast', 'generic', min(sent_at), max(sent_at)
   FROM classified_messages
- WHERE source = 'generic' AND campaign_id IS NOT NULL
+ WHERE source = 'generic' AND campaign_id <> ''
  GROUP BY campaign_id
 ON CONFLICT (campaign) DO NOTHING;
 
 INSERT INTO campaign_refs (kind, ref, campaign, origin, source)
 SELECT DISTINCT 'message', campaign_id, campaign_id, 'payload', 'generic'
   FROM classified_messages
- WHERE source = 'generic' AND campaign_id IS NOT NULL
+ WHERE source = 'generic' AND campaign_id <> ''
 ON CONFLICT DO NOTHING;
 
 UPDATE funnel f
    SET campaign = coalesce(
        (SELECT r.campaign FROM campaign_refs r WHERE r.kind = 'message' AND r.ref = f.campaign_id),
        (SELECT r.campaign FROM campaign_refs r WHERE r.kind = 'ad' AND r.ref = f.ad_id),
-       f.campaign_id, 'ad:' || f.ad_id)
+       nullif(f.campaign_id, ''), 'ad:' || nullif(f.ad_id, ''))
  WHERE f.campaign_id IS NOT NULL OR f.ad_id IS NOT NULL;
 
 -- The report's two indexes (004) carry the resolved campaign too, so a breakdown by campaign

@@ -42,8 +42,8 @@ def resolved(alias: str) -> str:
     stays visible), else `ad:<ad_id>`."""
     return (f"coalesce((SELECT r.campaign FROM campaign_refs r WHERE r.kind = 'message' "
             f"AND r.ref = {alias}.campaign_id), (SELECT r.campaign FROM campaign_refs r "
-            f"WHERE r.kind = 'ad' AND r.ref = {alias}.ad_id), {alias}.campaign_id, "
-            f"'ad:' || {alias}.ad_id)")
+            f"WHERE r.kind = 'ad' AND r.ref = {alias}.ad_id), nullif({alias}.campaign_id, ''), "
+            f"'ad:' || nullif({alias}.ad_id, ''))")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ _IDENTITIES = f"""
     INSERT INTO batch_campaigns (kind, ref, campaign, name, ckind, source, first_at, last_at)
     SELECT x.kind, x.ref, min(x.campaign),
            (array_agg(x.name ORDER BY m.sent_at DESC, m.message_id)
-                FILTER (WHERE x.name IS NOT NULL))[1],
+                FILTER (WHERE x.name <> ''))[1],
            min(x.ckind), min(m.source), min(m.sent_at), max(m.sent_at)
       FROM ({_BATCH}) m, LATERAL (VALUES
            -- an ad, named by its headline unless the message names a campaign of its own
@@ -79,7 +79,7 @@ _IDENTITIES = f"""
            ('message', CASE WHEN m.source = 'generic' THEN m.campaign_id END, m.campaign_id,
             m.campaign_name, 'broadcast')
            ) AS x (kind, ref, campaign, name, ckind)
-     WHERE x.ref IS NOT NULL
+     WHERE x.ref <> ''
      GROUP BY x.kind, x.ref"""
 """The identities (campaign-defining refs) the batch's messages carry, one row each."""
 
@@ -89,7 +89,7 @@ _MESSAGES = f"""
            CASE WHEN m.broadcast IS NOT NULL THEN 'broadcast' ELSE 'template' END,
            coalesce(m.broadcast, m.template_name), m.source
       FROM ({_BATCH}) m
-     WHERE m.direction = 'outbound' AND coalesce(m.broadcast, m.template_name) IS NOT NULL
+     WHERE m.direction = 'outbound' AND coalesce(m.broadcast, m.template_name) <> ''
      ORDER BY m.message_id"""
 """The outbound messages sent as a template or as a broadcast (a broadcast naming its template
 is the messages' campaign), each with that identity."""

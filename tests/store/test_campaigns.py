@@ -184,3 +184,17 @@ def test_the_simulators_traffic_names_its_campaigns(api, r, settings, funnel_db,
     unknown = [(source, key) for source, key, name in rows if not name]
     assert all(source == "whatsapp" and key.startswith("wamid.") for source, key in unknown)
     assert len(unknown) < len(rows) / 2
+
+
+def test_empty_campaign_and_ad_ids_name_nothing_and_fail_nothing(funnel_db, classifier):
+    # the generic format accepts "" (a backfill re-parses archived bodies as they were sent)
+    from funnel_ingest.ingest import providers
+
+    doc = json.loads(payload("generic_campaign.json"))
+    doc.update(campaign_id="", ad_id="", campaign_name="Nameless")
+    msgs = providers.parse("generic", json.dumps(doc).encode()).messages
+    assert (msgs[0].campaign_id, msgs[0].ad_id) == ("", "")
+    with funnel_db.transaction():
+        store.process_messages(funnel_db, msgs, classifier)
+    assert funnel_db.execute("SELECT campaign FROM funnel").fetchall() == [(None,)]
+    assert registry_rows(funnel_db) == {}

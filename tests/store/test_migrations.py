@@ -170,9 +170,10 @@ def test_007_seeds_the_campaign_registry_from_stored_messages_and_resolves_the_f
                 ("whatsapp", "w2", None, "111", '{"source_id": "111", "headline": "Promo\\nBali"}',
                  2),
                 ("generic", "g1", "promo-10", None, None, 1),
-                ("generic", "g2", None, "222", None, 1)]
+                ("generic", "g2", None, "222", None, 1),
+                ("generic", "g3", "", "", None, 1)]       # empty ids: the format allows them
     leads = [("l1", None, "111"), ("l2", "promo-10", None), ("l3", "wamid.x", None),
-             ("l4", None, "222"), ("l5", None, None)]
+             ("l4", None, "222"), ("l5", None, None), ("l6", "", "")]
     with psycopg.connect(fresh_db) as conn:
         for source, mid, campaign, ad, referral, day in messages:
             conn.execute(
@@ -193,4 +194,4 @@ def test_007_seeds_the_campaign_registry_from_stored_messages_and_resolves_the_f
     assert registry == {("ad:111", "Promo Bali", "ad"), ("ad:222", None, "ad"),
                         ("promo-10", None, "broadcast")}
     assert resolved == {"l1": "ad:111", "l2": "promo-10", "l3": "wamid.x", "l4": "ad:222",
-                        "l5": None}
+                        "l5": None, "l6": None}
