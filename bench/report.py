@@ -8,7 +8,9 @@ for a month and a channel; a full CSV export streams without loading everything 
 1. a separate database (`funnel_bench_report` on the stack's Postgres) gets the migrations and
    `--leads` synthetic funnel rows by COPY (channel shares, stage rates and stage times like
    the simulator's: ads 33 %, direct 27 %, website 21 %, campaign_blast 19 %; 60 % booked,
-   40 % paid), then VACUUM ANALYZE (as autovacuum leaves a table that stopped changing);
+   40 % paid; campaign_blast and ads leads in 12 and 30 campaigns, 6 of them named in the
+   campaign registry, the others unknown ids), then VACUUM ANALYZE (as autovacuum leaves a
+   table that stopped changing);
 2. the API runs as its own process (one granian worker) on that database;
 3. measured over HTTP: `/funnel-report` first page (rows + summary) for the busiest month and
    one channel (the channels in turn), the next page by cursor, `/funnel-report/daily` for the
@@ -61,6 +63,8 @@ COLUMNS = ("lead_id", "leads_date", "channel", "phone", "booking_date", "transac
            "transaction_value", "customer_key", "cycle", "lead_at", "booking_at",
            "transaction_at", "transaction_total", "transactions", "campaign_id", "ad_id",
            "opening_keyword", "opening_source", "opening_message_id", "campaign")
+NAMED_CAMPAIGNS = 6
+"""blast-0 .. blast-5 get a name in the campaign registry; the other keys stay unknown ids."""
 
 
 def synthetic_leads(n: int, days: int, seed: int, offset: int = 0) -> pd.DataFrame:
@@ -107,7 +111,7 @@ def synthetic_leads(n: int, days: int, seed: int, offset: int = 0) -> pd.DataFra
         "opening_keyword": None,
         "opening_source": rng.choice(np.array(["whatsapp", "qontak", "generic"]), n),
         "opening_message_id": pd.Series(idx).map("m{:09d}".format),
-        "campaign": campaign,
+        "campaign": campaign,  # resolved as the merge resolves ids the registry knows as keys
     })
     return df[list(COLUMNS)]
 
@@ -116,7 +120,10 @@ def fill(url: str, leads: int, days: int, seed: int) -> float:
     """Empty the funnel of `url` and COPY `leads` rows into it; returns the seconds taken."""
     t = time.perf_counter()
     with psycopg.connect(url) as conn:
-        conn.execute("TRUNCATE funnel")
+        conn.execute("TRUNCATE funnel, campaign_refs, campaigns")
+        conn.execute("INSERT INTO campaigns (campaign, name, kind, source) SELECT 'blast-' || i, "
+                     "'Blast ' || i, 'broadcast', 'import' FROM generate_series(0, %s) AS i",
+                     (NAMED_CAMPAIGNS - 1,))
         with conn.cursor() as cur, cur.copy(
                 f"COPY funnel ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)") as copy:
             step = 100_000

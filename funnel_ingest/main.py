@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from funnel_ingest import db, s3
-from funnel_ingest.api import health, keywords, report, webhooks
+from funnel_ingest.api import campaigns, health, keywords, report, webhooks
 from funnel_ingest.api.edge import BodyLimits
 from funnel_ingest.ingest.archive import RawArchive
 from funnel_ingest.ingest.pipeline import Ingestor
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(keywords.router)
     app.include_router(report.router)
+    app.include_router(campaigns.router)
     return app
 
 

@@ -40,6 +40,11 @@ class NormalizedMessage:
     raw_line: int = 0                 # … and its line in that object
     received_at: datetime | None = None
     context_id: str | None = None     # id of the message this one replies to (templates)
+    # what the payload says about the message's campaign (docs/funnel.md, Campaigns); entries
+    # written before these fields existed simply lack them
+    template_name: str | None = None  # the WhatsApp template an outbound message was sent as
+    campaign_name: str | None = None  # the name of its broadcast, campaign label or ad
+    broadcast_id: str | None = None   # the CRM's broadcast (campaign) id, when it gives one
 
     @property
     def room_key(self) -> str:

@@ -19,8 +19,6 @@
 -- otherwise: buckets grow by 2^(1/16) (4.4 %) from 1 second on, and also break at the
 -- report's duration bounds (5 minutes, 30 minutes, 2 hours, ...) so those histograms are exact.
 
-ALTER TABLE funnel ADD COLUMN IF NOT EXISTS campaign text;
-
 -- Bucket 0 holds [0, 1) s; bucket i >= 1 holds [lower_seconds, the next bucket's lower_seconds);
 -- the last one is open. Never changed once filled: summary rows refer to bucket numbers.
 CREATE TABLE IF NOT EXISTS duration_buckets (
@@ -336,9 +334,7 @@ BEGIN
     RETURN cardinality(days);
 END $$;
 
--- The leads stored before this migration (the triggers see only later changes); a lead's
--- campaign is its campaign id until the campaign registry names it.
-UPDATE funnel SET campaign = campaign_id WHERE campaign IS NULL AND campaign_id IS NOT NULL;
+-- The leads stored before this migration (the triggers see only later changes).
 TRUNCATE funnel_summary, funnel_summary_times, funnel_summary_week_times,
                  funnel_summary_channel_times, funnel_summary_channel_week_times;
 DO $$

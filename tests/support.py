@@ -126,6 +126,18 @@ def post_samples(api: ApiServer, settings: Settings, samples) -> None:
         assert res.status_code == 200, res.text
 
 
+def post_campaign_payloads(api: ApiServer) -> None:
+    """The payloads that name campaigns, and the replies to them: a WhatsApp template echo and
+    the button reply pointing at it, a Click-to-WhatsApp referral, a Qontak broadcast and the
+    customer's reply in its room, a generic message with a named campaign label."""
+    for name in ("whatsapp_template_echo.json", "whatsapp_button.json",
+                 "whatsapp_referral.json"):
+        assert api.whatsapp(payload(name)).status_code == 200
+    for name in ("qontak_broadcast.json", "qontak_customer.json"):
+        assert api.crm("/webhooks/qontak", payload(name)).status_code == 200
+    assert api.crm("/webhook", payload("generic_campaign.json")).status_code == 200
+
+
 def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> subprocess.Popen:
     """A redis-server on 127.0.0.1:`port` keeping nothing on disk (a restart comes back
     empty), once it answers PING."""
@@ -146,7 +158,8 @@ def start_redis_server(port: int, workdir: Path, output=subprocess.DEVNULL) -> s
 
 # Tables the engine writes (keyword versions are kept: they are published, not derived).
 ENGINE_TABLES = ("classified_messages", "funnel", "transactions", "rooms", "stream_offsets",
-                 "message_statuses", "dead_letters", "conversion_events")
+                 "message_statuses", "dead_letters", "conversion_events", "campaign_refs",
+                 "campaigns")
 
 
 def empty_engine_tables(conn: psycopg.Connection, keep: tuple[str, ...] = ()) -> None:
@@ -176,7 +189,7 @@ def funnel_rows(conn: psycopg.Connection) -> list[tuple]:
         """SELECT lead_id, leads_date, channel, phone, booking_date, transaction_date,
                   transaction_value, customer_key, cycle, lead_at, booking_at, transaction_at,
                   transaction_total, transactions, requested_date, campaign_id, ad_id,
-                  opening_keyword, opening_source, opening_message_id, medium
+                  opening_keyword, opening_source, opening_message_id, medium, campaign
              FROM funnel ORDER BY lead_id""").fetchall()
 
 
@@ -251,7 +264,9 @@ def lead(channel: str = "ads", day: date = DAY, *, minute: int = 0, book: int | 
          campaign: str | None = None, lead_id: str | None = None,
          medium: str | None = "whatsapp") -> dict[str, Any]:
     """A funnel row whose lead opens `minute` minutes after 10:00 (Jakarta) on `day`; `book`
-    and `pay` are seconds from the lead to its booking / transaction."""
+    and `pay` are seconds from the lead to its booking / transaction; `campaign` its
+    campaign_id, resolved to itself (as the merge resolves an id the registry does not
+    know)."""
     n = next(_lead_ids)
     lead_at = datetime(day.year, day.month, day.day, 10, tzinfo=UTC) - JKT + \
         timedelta(minutes=minute)
@@ -285,8 +300,8 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
     conn.execute(
         """INSERT INTO funnel (lead_id, leads_date, channel, phone, booking_date,
                transaction_date, transaction_value, customer_key, cycle, lead_at, booking_at,
-               transaction_at, transaction_total, transactions, campaign_id, campaign,
-               opening_source, opening_message_id)
+               transaction_at, transaction_total, transactions, campaign_id, opening_source,
+               opening_message_id, campaign)
            SELECT 'bulk-' || lpad(i::text, 9, '0'), d::date,
                   (ARRAY['ads','direct','website','campaign_blast'])[1 + mod(i, 4)],
                   '+62813' || lpad(i::text, 8, '0'),
@@ -298,8 +313,8 @@ def insert_many(conn: psycopg.Connection, n: int, start: date = DAY, days: int =
                   CASE WHEN mod(i, 3) = 2 THEN t + interval '10 minutes' END,
                   CASE WHEN mod(i, 3) = 2 THEN 150000 + mod(i, 1000) * 1000 END,
                   CASE WHEN mod(i, 3) = 2 THEN 1 ELSE 0 END,
-                  'campaign-' || mod(i, 7), 'campaign-' || mod(i, 7), 'whatsapp',
-                  'wamid.bulk.' || i
+                  'campaign-' || mod(i, 7), 'whatsapp', 'wamid.bulk.' || i,
+                  'campaign-' || mod(i, 7)
              FROM generate_series(0, %s - 1) AS i,
                   LATERAL (SELECT %s::date + mod(i, %s) AS d) AS dd,
                   LATERAL (SELECT (d::timestamp + interval '3 hours'

@@ -88,9 +88,15 @@ class FunnelRow(BaseModel):
     transaction_total: int | None = Field(description="all payments (down payment + rest)")
     transactions: int
     requested_date: date | None
-    campaign_id: str | None
+    campaign_id: str | None = Field(description="as the payload gave it: mostly the id of the "
+                                                "outbound message the lead answered")
     ad_id: str | None
     opening_keyword: str | None
+    campaign: str | None = Field(description="the lead's campaign key, resolved by the campaign "
+                                             "registry (GET /campaigns); the raw campaign_id "
+                                             "when the registry does not know it")
+    campaign_name: str | None = Field(description="the campaign's name; null for an id no "
+                                                  "payload or import named")
 
 
 class Conversion(BaseModel):
@@ -163,6 +169,9 @@ class FunnelReportPage(BaseModel):
 class GroupFigures(Figures):
     value: str | None = Field(description="the group's value of `by`; null for the leads "
                                           "that have none (no campaign, no ad, ...)")
+    name: str | None = Field(description="by=campaign: the campaign's name; null for a "
+                                         "campaign key no payload or import named (shown as "
+                                         "its key), and for the other dimensions")
 
 
 class Breakdown(BaseModel):
@@ -217,7 +226,9 @@ StartQ = Annotated[date | None, Query(description="first lead date (YYYY-MM-DD, 
 EndQ = Annotated[date | None, Query(description="last lead date (inclusive); none = to the last")]
 ChannelQ = Annotated[list[str] | None, Query(
     description="repeatable: `channel=ads&channel=website`; none = every channel")]
-CampaignQ = Annotated[str | None, Query(description="the leads' campaign_id")]
+CampaignQ = Annotated[str | None, Query(
+    description="the leads' campaign: its key (`campaign`, as GET /campaigns lists it) or the "
+                "raw campaign_id the leads carry")]
 MediumQ = Annotated[list[str] | None, Query(
     description="repeatable: `medium=whatsapp&medium=instagram`; none = every medium")]
 KeyQ = Annotated[str | None, Security(API_KEY_HEADER)]
@@ -450,8 +461,8 @@ async def funnel_report_breakdown(
         request: Request,
         x_api_key: KeyQ,
         by: Annotated[Literal["channel", "medium", "campaign", "ad", "opening_keyword"], Query(
-            description="the dimension: channel, medium, campaign (campaign_id), ad (ad_id) "
-                        "or opening_keyword")] = "channel",
+            description="the dimension: channel, medium, campaign (the resolved campaign, "
+                        "with its name), ad (ad_id) or opening_keyword")] = "channel",
         start: StartQ = None,
         end: EndQ = None,
         channel: ChannelQ = None,
@@ -461,7 +472,8 @@ async def funnel_report_breakdown(
                                                              "first)")] = 20):
     """The same figures as the `/funnel-report` summary for each value of `by` among the
     selected leads: the `limit` groups with the most leads, and how many groups and leads were
-    left out. Leads without a value (no campaign, no ad, ...) are one group, `value` null."""
+    left out. Leads without a value (no campaign, no ad, ...) are one group, `value` null.
+    By campaign, each group also has the campaign's `name` (null for an unknown id)."""
     return await _figures(request, x_api_key, (start, end, channel, campaign, medium),
                           lambda conn, filt: report.breakdown(conn, filt, by, limit))
 

@@ -7,6 +7,7 @@
     funnel replay [--since 3d]          re-enqueue archived messages missing from Postgres
     funnel conversions status|send|retry   the Meta Conversions API outbox
     funnel demo                         stack up, API up, a burst of sample webhooks, counts
+    funnel campaigns import FILE | list name campaigns from a broadcast log, list them
 """
 
 from __future__ import annotations
@@ -391,6 +392,21 @@ def _print_summary(conn) -> None:
               f"{r['revenue']:18,}")
 
 
+def _print_campaigns(conn, limit: int = 8) -> None:
+    """The campaigns with the most leads, by name (an id nothing named as itself)."""
+    from funnel_ingest.report.campaigns import campaign_figures
+
+    found = campaign_figures(conn, limit)
+    if not found["campaigns"]:
+        return
+    print(f"\n{'campaign':40}{'leads':>8}{'paid':>8}  key")
+    for c in found["campaigns"]:
+        name = c["name"] or f"{c['campaign'][:28]} (unknown)"
+        print(f"{name[:39]:40}{c['leads']:8}{c['transactions']:8}  {c['campaign'][:48]}")
+    if found["omitted"]:
+        print(f"... and {found['omitted']} more campaigns (funnel campaigns list)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import psycopg
     import redis
@@ -446,6 +462,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir.mkdir(exist_ok=True)
         with psycopg.connect(settings.database_url) as conn:
             _print_summary(conn)
+            _print_campaigns(conn)
             first, last = conn.execute("SELECT min(leads_date), max(leads_date) FROM funnel"
                                        ).fetchone()
             if first:
@@ -493,9 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--until", type=_when, default=None, help="… up to (default: now)")
     rp.add_argument("--dry-run", action="store_true", help="only count what is missing")
     rp.set_defaults(func=cmd_replay)
-    from funnel_ingest.cli import conversions, keywords, report
+    from funnel_ingest.cli import campaigns, conversions, keywords, report
     keywords.add_parsers(sub)
     report.add_parsers(sub)
+    campaigns.add_parsers(sub)
     conversions.add_parsers(sub)
     bf = sub.add_parser("backfill", help="re-read days from the raw archive and re-classify them "
                         "(one Dagster run, shown in the UI)")

@@ -3,9 +3,9 @@ to a file or S3, the funnel summary in the terminal.
 
     funnel send-mock [--url URL] [--count N] [--rate PER_S] [--concurrency N]
                      [--sources whatsapp,qontak,generic] [--seed N] [--days N]
-    funnel export    [--from DATE] [--to DATE] [--channel C]... [--campaign ID] [--medium M]...
+    funnel export    [--from DATE] [--to DATE] [--channel C]... [--campaign C] [--medium M]...
                      [--format csv|parquet] [--output PATH | s3://BUCKET/KEY]
-    funnel report    [--from DATE] [--to DATE] [--channel C]... [--campaign ID] [--medium M]...
+    funnel report    [--from DATE] [--to DATE] [--channel C]... [--campaign C] [--medium M]...
                      [--daily] [--json]
 
 Settings come from the environment (and `.env`); where `funnel up` ran (a `.funnel/env`), the
@@ -279,7 +279,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
                    help="last lead date, inclusive (default: the last)")
     p.add_argument("--channel", action="append", metavar="CHANNEL",
                    help="only this channel (repeatable; default: every channel)")
-    p.add_argument("--campaign", default=None, metavar="ID", help="only this campaign_id")
+    p.add_argument("--campaign", default=None, metavar="CAMPAIGN",
+                   help="only this campaign: its key (funnel campaigns list) or a raw "
+                        "campaign_id")
     p.add_argument("--medium", action="append", metavar="MEDIUM",
                    help="only this medium: whatsapp, instagram, webchat, ... (repeatable)")
 

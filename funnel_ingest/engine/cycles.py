@@ -15,7 +15,8 @@ A pure, deterministic function of the set of messages: they are sorted by
 - Channel, from the cycle's opening message: the channel of its opening keyword; else its hint
   (an ad referral, a campaign reply, the website, any other marketing label a CRM gave);
   else `campaign_blast` when a campaign message reached the customer within
-  `CAMPAIGN_REPLY_WINDOW` before; else `direct`. A medium (whatsapp, instagram, ...) is never a
+  `CAMPAIGN_REPLY_WINDOW` before; else `direct`. Its campaign id: the opening message's own
+  (a template reply's context), else, on the campaign_blast channel, that campaign message's. A medium (whatsapp, instagram, ...) is never a
   channel: it is the lead's `medium`, from the opening message (else the cycle's first message
   that names one).
 - Booking: the first message of the cycle (either direction) with a booking keyword, before or
@@ -135,14 +136,22 @@ def lead_id(customer_key: str, opening: CycleMessage) -> str:
 
 
 def _channel(opening: CycleMessage, last_campaign: CycleMessage | None) -> tuple[str, str | None]:
-    """Channel of a cycle and the campaign it came from (if any)."""
+    """Channel of a cycle and the campaign it came from (if any): the opening message's own
+    campaign id (a template reply's context), else, for a campaign_blast lead, the id of the
+    campaign message that reached the customer in the CAMPAIGN_REPLY_WINDOW before."""
+    recent = last_campaign if last_campaign is not None and (
+        opening.sent_at - last_campaign.sent_at <= CAMPAIGN_REPLY_WINDOW) else None
     if opening.opening_channel:
-        return opening.opening_channel, opening.campaign_id
-    if opening.channel_hint not in NO_CHANNEL:
-        return opening.channel_hint, opening.campaign_id  # type: ignore[return-value]
-    if last_campaign is not None and opening.sent_at - last_campaign.sent_at <= CAMPAIGN_REPLY_WINDOW:
-        return "campaign_blast", last_campaign.campaign_id or opening.campaign_id
-    return "direct", opening.campaign_id
+        channel = opening.opening_channel
+    elif opening.channel_hint not in NO_CHANNEL:
+        channel = opening.channel_hint  # type: ignore[assignment]
+    elif recent is not None:
+        return "campaign_blast", recent.campaign_id or opening.campaign_id
+    else:
+        return "direct", opening.campaign_id
+    if opening.campaign_id is None and channel == "campaign_blast" and recent is not None:
+        return channel, recent.campaign_id
+    return channel, opening.campaign_id
 
 
 def _opens(m: CycleMessage, current: Lead, last_campaign: CycleMessage | None,

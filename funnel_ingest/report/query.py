@@ -26,12 +26,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-# User-facing columns first, in the order the growth team asked for, then the extras.
+from funnel_ingest.report.campaigns import campaign_names
+
+# User-facing columns first, in the order the growth team asked for, then the extras; the
+# lead's resolved campaign and its name last (empty name: an id no payload or import named).
 REPORT_COLUMNS = (
     "leads_date", "channel", "phone", "booking_date", "transaction_date", "transaction_value",
     "medium", "lead_id", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
-    "opening_keyword",
+    "opening_keyword", "campaign", "campaign_name",
 )
 SORT_KEY = ("leads_date", "lead_at", "lead_id")
 MAX_CHANNELS = 20
@@ -64,8 +67,9 @@ def _labels(values: Iterable[str], name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ReportFilter:
     """Which leads a report covers: lead dates `start`..`end` inclusive (business dates in
-    FUNNEL_TIMEZONE; None = unbounded), any of `channels` (empty = all), one `campaign`
-    (the lead's campaign_id), any of `mediums` (whatsapp, instagram, ...; empty = all)."""
+    FUNNEL_TIMEZONE; None = unbounded), any of `channels` (empty = all), one `campaign` (the
+    lead's resolved campaign key, or its raw campaign_id), any of `mediums` (whatsapp,
+    instagram, ...; empty = all)."""
 
     start: date | None = None
     end: date | None = None
@@ -87,10 +91,11 @@ class ReportFilter:
                 raise FilterError(_NUL.format("campaign"))
             object.__setattr__(self, "campaign", campaign)
 
-    def conditions(self, *, channel: str | None = None, campaign_column: str = "campaign_id"
+    def conditions(self, *, channel: str | None = None, resolved_only: bool = False
                    ) -> sql.Composable:
-        """The WHERE clause; `channel` narrows it to one of the filter's channels.
-        `campaign_column`: where the campaign is matched (the report summary has `campaign`)."""
+        """The WHERE clause; `channel` narrows it to one of the filter's channels. The campaign
+        matches a lead's resolved campaign or its raw campaign_id; with `resolved_only`, the
+        resolved one only (all the report summary holds)."""
         where: list[sql.Composable] = []
         if self.start is not None:
             where.append(sql.SQL("leads_date >= {}").format(sql.Literal(self.start)))
@@ -101,8 +106,9 @@ class ReportFilter:
         elif self.channels:
             where.append(sql.SQL("channel = ANY({})").format(sql.Literal(list(self.channels))))
         if self.campaign is not None:
-            where.append(sql.SQL("{} = {}").format(sql.Identifier(campaign_column),
-                                                   sql.Literal(self.campaign)))
+            match = (sql.SQL("campaign = {c}") if resolved_only
+                     else sql.SQL("(campaign = {c} OR campaign_id = {c})"))
+            where.append(match.format(c=sql.Literal(self.campaign)))
         if self.mediums:
             where.append(sql.SQL("medium = ANY({})").format(sql.Literal(list(self.mediums))))
         return sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
@@ -131,18 +137,32 @@ def configure_session(conn: psycopg.Connection) -> None:
 # apostrophe. A phone (+62...) then opens as the text '+6281..., never as a number that lost its
 # + and leading digits. Machine consumers ask for the exact values (`spreadsheet_safe=False`).
 TEXT_COLUMNS = frozenset({"channel", "phone", "lead_id", "customer_key", "campaign_id", "ad_id",
-                          "opening_keyword", "medium"})
+                          "opening_keyword", "medium", "campaign", "campaign_name"})
 _NEUTRALIZED = sql.SQL(
-    "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {c} "
-    "ELSE {c} END AS {c}")
+    "CASE WHEN left({v}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN chr(39) || {v} "
+    "ELSE {v} END AS {c}")
+_DERIVED = {"campaign_name": sql.SQL("named.campaign_label")}
+"""Report columns that are not funnel columns: their SQL expressions (over `_ROWS`)."""
+_ROWS = sql.SQL(
+    "funnel LEFT JOIN (SELECT campaign AS campaign_key, name AS campaign_label FROM campaigns)"
+    " AS named ON named.campaign_key = funnel.campaign")
+"""The report's rows: the funnel with each lead's campaign name. Postgres reads it as the
+funnel index's range in order, each name looked up by the registry's key in a nested loop whose
+lookups are cached per campaign (Memoize), so the rows need no sort. Measured on the full CSV
+of 1,000,000 leads (5.5 s before): 0.5 to 1.4 s more with the two columns, where a per-row
+subquery took 2.2 s more. The registry's columns are renamed so that the filters' column names
+stay the funnel's."""
 
 
 def _column(c: str, spreadsheet_safe: bool) -> sql.Composable:
     if c in ("transaction_value", "transaction_total"):
         return sql.SQL("round({c})::bigint AS {c}").format(c=sql.Identifier(c))
+    value = _DERIVED.get(c, sql.Identifier(c))
     if spreadsheet_safe and c in TEXT_COLUMNS:
-        return _NEUTRALIZED.format(c=sql.Identifier(c))
-    return sql.Identifier(c)
+        return _NEUTRALIZED.format(v=value, c=sql.Identifier(c))
+    if c in _DERIVED:
+        return sql.SQL("{} AS {}").format(value, sql.Identifier(c))
+    return value
 
 
 def _columns(spreadsheet_safe: bool = False) -> sql.Composable:
@@ -154,8 +174,8 @@ _ORDER = sql.SQL("ORDER BY leads_date, lead_at, lead_id")
 
 def report_query(filt: ReportFilter, *, spreadsheet_safe: bool = False) -> sql.Composed:
     """Every row of the report of `filt`, in report order."""
-    return sql.SQL("SELECT {} FROM funnel WHERE {} {}").format(
-        _columns(spreadsheet_safe), filt.conditions(), _ORDER)
+    return sql.SQL("SELECT {} FROM {} WHERE {} {}").format(
+        _columns(spreadsheet_safe), _ROWS, filt.conditions(), _ORDER)
 
 
 def csv_chunks(conn: psycopg.Connection, filt: ReportFilter, *,
@@ -218,16 +238,17 @@ def page(conn: psycopg.Connection, filt: ReportFilter, limit: int,
     keyset = (sql.SQL("(leads_date, lead_at, lead_id) > ({}, {}, {})").format(
         sql.Literal(after.leads_date), sql.Literal(after.lead_at), sql.Literal(after.lead_id))
         if after else sql.SQL("TRUE"))
-    one = sql.SQL("SELECT {cols} FROM funnel WHERE {where} AND {keyset} {order} LIMIT {n}")
+    one = sql.SQL("SELECT {cols} FROM {rows} WHERE {where} AND {keyset} {order} LIMIT {n}")
     n = sql.Literal(limit + 1)
     if len(filt.channels) > 1:
         parts = [sql.SQL("({})").format(one.format(
-            cols=_columns(), where=filt.conditions(channel=c), keyset=keyset, order=_ORDER, n=n))
+            cols=_columns(), rows=_ROWS, where=filt.conditions(channel=c), keyset=keyset,
+            order=_ORDER, n=n))
             for c in filt.channels]
         query = sql.SQL("SELECT * FROM ({}) AS u {} LIMIT {}").format(
             sql.SQL(" UNION ALL ").join(parts), _ORDER, n)
     else:
-        query = one.format(cols=_columns(), where=filt.conditions(), keyset=keyset,
+        query = one.format(cols=_columns(), rows=_ROWS, where=filt.conditions(), keyset=keyset,
                            order=_ORDER, n=n)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
@@ -368,7 +389,7 @@ def percentiles(histogram: dict[int, tuple[int, int]], ps: tuple[float, ...] = (
 
 
 def _summary_where(filt: ReportFilter) -> sql.Composable:
-    return filt.conditions(campaign_column="campaign")
+    return filt.conditions(resolved_only=True)
 
 
 _CHANNEL_GRAIN = frozenset({"leads_date", "channel", "medium"})
@@ -473,21 +494,25 @@ def summary(conn: psycopg.Connection, filt: ReportFilter) -> dict[str, Any]:
 
 BREAKDOWNS = {"channel": "channel", "medium": "medium", "campaign": "campaign",
               "ad": "ad_id", "opening_keyword": "opening_keyword"}
-"""What a summary can be broken down by: its name in the API -> the summary column."""
+"""What a summary can be broken down by: its name in the API -> the summary column (a lead's
+campaign is its resolved campaign key, `funnel.campaign`)."""
 
 
 def breakdown(conn: psycopg.Connection, filt: ReportFilter, by: str, limit: int = 20
               ) -> dict[str, Any]:
     """The summary of `filt`'s leads per value of `by` (a key of BREAKDOWNS; leads without a
     value form one group, value None): the `limit` groups with the most leads, largest first,
-    and how many groups and leads the others hold."""
+    and how many groups and leads the others hold. By campaign, each group has its campaign's
+    `name` (None for a key no payload or import named); by anything else `name` is None."""
     if by not in BREAKDOWNS:
         raise FilterError(f"by must be one of {', '.join(BREAKDOWNS)}")
     groups = _groups(conn, filt, (BREAKDOWNS[by],))
     figures = [(key[0], g.stage()) for key, g in groups.items()]
     figures.sort(key=lambda vf: (-vf[1].leads, vf[0] is None, vf[0] or ""))
     shown = figures[:limit]
-    return {"by": by, "groups": [{"value": v, **f.as_dict()} for v, f in shown],
+    names = campaign_names(conn, (v for v, _ in shown)) if by == "campaign" else {}
+    return {"by": by, "groups": [{"value": v, "name": names.get(v), **f.as_dict()}
+                                 for v, f in shown],
             "omitted_groups": len(figures) - len(shown),
             "omitted_leads": sum(f.leads for _, f in figures[limit:])}
 

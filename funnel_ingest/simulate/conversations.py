@@ -37,6 +37,7 @@ import base64
 import gc
 import itertools
 import random
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -430,6 +431,11 @@ BLASTS = (  # outbound campaign messages (bot): no keyword
     "Flash sale tiket open trip hanya minggu ini, kuota terbatas!",
 )
 _BLAST_LABELS = (L_OPEN, L_OPEN, L_NONE)  # promo / info / halo: outbound openings
+# what the CRM calls each blast, and the WhatsApp template it is sent as (the payloads carry
+# them: Qontak broadcasts, WhatsApp template echoes; generic campaigns get a dated name)
+BLAST_NAMES = ("Promo 12.12", "Promo Akhir Tahun Bali", "Flash Sale Open Trip")
+BLAST_TEMPLATES = ("promo_1212", "promo_akhir_tahun", "flash_sale_open_trip")
+_BROADCASTS = uuid.UUID("6f1c2a3e-9d4b-4e8f-a7c5-0b1d2e3f4a5b")  # namespace of broadcast ids
 
 NAMES = ("Budi", "Siti", "Andi", "Dewi", "Rina", "Agus", "Putri", "Rizky", "Ayu", "Fajar", "Wulan",
          "Yusuf")
@@ -440,6 +446,8 @@ ID_PREFIXES = ("811", "812", "813", "821", "822", "823", "851", "852", "853", "8
                "855", "856", "857", "858", "817", "818", "819", "859", "877", "878", "831", "832",
                "833", "838", "895", "896", "897", "898", "899", "881", "882", "883", "887", "888")
 AD_IDS = ("120226305854810726", "120226305854810799", "120210000000000123", "120230477112233445")
+AD_HEADLINES = dict(zip(AD_IDS, ("Chat with us", "Promo liburan", "Tanya admin",
+                                 "Paket Bali 3D2N")))  # an ad keeps its headline
 BUSINESS_NUMBER = "15550783881"
 AGENT_PHONE = "6281100000001"
 # Hour-of-day weights in Jakarta time (people chat from morning to late evening).
@@ -724,7 +732,8 @@ class _Builder:
         bt += int(rng.random() * 900)  # sending thousands takes minutes
         i = self.between(0, len(BLASTS))
         text = self.fill(BLASTS[i], {"P": _money(self.rand, self.pick(UNIT_PRICES))})
-        return self.add(ev, bt, True, "bot", text, _BLAST_LABELS[i], {"campaign": True})
+        return self.add(ev, bt, True, "bot", text, _BLAST_LABELS[i], {"campaign": True,
+                                                                       "blast": i})
 
     def cycle(self, c: _Customer, ev: list[_Event], t: int, entry: str,
               first: bool) -> tuple[int, bool]:
@@ -756,6 +765,11 @@ class _Builder:
                 text, st, channel = self.pick(BUTTONS)
                 extra = {"button": text, "context": self.wamid()}
                 label = _label(st, channel=channel)
+                if c.echoes:  # the template message the button answers, echoed (named)
+                    sent = max(t - 600, self.start, ev[-1][0] + 1 if ev else self.start)
+                    template = BLAST_TEMPLATES[(t // (4 * 86400)) % len(BLAST_TEMPLATES)]
+                    t = max(t, self.add(ev, sent, True, "business", "", L_NONE, {
+                        "template": template, "id": extra["context"]}) + 1)
             else:
                 bt = self.blast(c, ev, t)
                 late = rng.random() < 0.07  # answers after the 7-day window: direct
@@ -924,9 +938,11 @@ class _Builder:
     def referral(self) -> dict:
         rng = self.rng
         ad = self.pick(AD_IDS)
-        ref = {"source_url": f"https://fb.me/{rng.getrandbits(40):010x}", "source_id": ad,
-               "source_type": "ad", "body": "Liburan akhir tahun hemat 30%",
-               "headline": self.pick(("Chat with us", "Promo liburan", "Tanya admin")),
+        url = f"https://fb.me/{rng.getrandbits(40):010x}"
+        self.rand()  # the draw that once picked a headline at random: seeds give what they gave
+        ref = {"source_url": url, "source_id": ad, "source_type": "ad",
+               "body": "Liburan akhir tahun hemat 30%",
+               "headline": AD_HEADLINES[ad],  # the ad's own: it names the ad's campaign
                "media_type": "image", "image_url": "https://scontent.xx.fbcdn.net/ad.jpg",
                "ctwa_clid": base64.urlsafe_b64encode(rng.getrandbits(480).to_bytes(60, "big")).decode()}
         if rng.random() < 0.1:
@@ -946,8 +962,9 @@ class _Builder:
                 continue
             at = fromts(ts, UTC)
             if src == "whatsapp":
+                echo = extra["id"] if extra and "template" in extra else None
                 m = NormalizedMessage(
-                    source=src, message_id=self.wamid(), sent_at=at, direction=direction,
+                    source=src, message_id=echo or self.wamid(), sent_at=at, direction=direction,
                     sender_type=sender, text=text, customer_key=c.key, phone=c.phone,
                     user_id=c.user_id, message_type="text", medium="whatsapp", raw_key="sim")
                 if extra:
@@ -955,6 +972,10 @@ class _Builder:
                         m.referral = extra["referral"]
                         m.channel_hint = "ads"
                         m.ad_id = m.referral["source_id"]
+                        m.campaign_name = m.referral["headline"]
+                    elif "template" in extra:
+                        m.message_type = "template"
+                        m.template_name = extra["template"]
                     elif "button" in extra:
                         m.message_type = "button"
                         m.channel_hint = "campaign_blast"
@@ -972,6 +993,11 @@ class _Builder:
                     channel_hint=hint, room_channel=_QONTAK_ROOM_CHANNEL[c.room_channel],
                     medium=channels.medium(c.room_channel),
                     campaign_id=mid if campaign else None, raw_key="sim")
+                if campaign:  # the broadcast it belongs to: one per blast and day
+                    i = extra["blast"]
+                    m.broadcast_id = str(uuid.uuid5(_BROADCASTS, f"{ts // 86400}-{i}"))
+                    m.campaign_name = f"{BLAST_NAMES[i]} {at:%d/%m}"
+                    m.template_name = BLAST_TEMPLATES[i]
             else:
                 c.seq += 1
                 inbound = direction == "inbound"
@@ -986,6 +1012,10 @@ class _Builder:
                     medium=named.medium,
                     campaign_id=f"promo-{fromts(ts, UTC):%Y%m%d}" if campaign else None,
                     ad_id=extra.get("ad_id") if extra else None, raw_key="sim")
+                if m.campaign_id:
+                    m.campaign_name = f"Promo {at:%d %b %Y}"
+                elif m.ad_id:
+                    m.campaign_name = AD_HEADLINES[m.ad_id]
             out.append(SimMessage(m, label))
         self.messages.extend(out)
         self.leads.extend(truth_leads(c.key, c.phone, out, self.window, self.quiet))

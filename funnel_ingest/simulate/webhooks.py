@@ -182,6 +182,8 @@ def _whatsapp(rng: random.Random, batch: list[NormalizedMessage]) -> bytes:
         if kind == "button":
             d["context"] = {"from": BUSINESS_NUMBER, "id": m.context_id}
             d["button"] = {"text": m.text, "payload": m.text.upper().replace(" ", "_")[:32]}
+        elif kind == "template":  # a template message sent by the business, echoed
+            d["template"] = {"name": m.template_name, "language": {"code": "id"}}
         elif kind == "image":
             d["image"] = {"caption": m.text, "mime_type": "image/jpeg",
                           "sha256": base64.b64encode(rng.getrandbits(256).to_bytes(32, "big")).decode(),
@@ -213,6 +215,11 @@ def _qontak(rng: random.Random, m: NormalizedMessage) -> bytes:
     name = {"customer": rng.choice(NAMES), "agent": "Admin", "bot": "Bot"}[participant]
     at = m.sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     account = _digits(m.phone) if m.phone else m.user_id
+    campaign: dict = {}
+    if m.broadcast_id or m.campaign_name:
+        campaign["broadcast"] = {"id": m.broadcast_id, "name": m.campaign_name}
+    if m.template_name:
+        campaign["message_template"] = {"name": m.template_name}
     return orjson.dumps({
         "id": m.message_id, "type": m.message_type or "text", "room_id": m.room_id,
         "is_campaign": m.channel_hint == "campaign_blast", "sender_type": sender_type,
@@ -224,7 +231,7 @@ def _qontak(rng: random.Random, m: NormalizedMessage) -> bytes:
                  "channel": _QONTAK_ROOM.get(m.room_channel or "wa", m.room_channel or "wa"),
                  "channel_account": "Qontak", "account_uniq_id": account,
                  "channel_integration_id": "b3a2ee0b-7dac-47b8-a115-7bc63abf8f15",
-                 "session": "open"}})
+                 "session": "open"}, **campaign})
 
 
 _JAKARTA = timezone(timedelta(hours=7))
@@ -261,4 +268,6 @@ def _generic_item(rng: random.Random, m: NormalizedMessage) -> dict:
         d["campaign_id"] = m.campaign_id
     if m.ad_id:
         d["ad_id"] = m.ad_id
+    if m.campaign_name:
+        d["campaign_name"] = m.campaign_name
     return d

@@ -216,9 +216,10 @@
       const tr = body.insertRow();
       tr.dataset.lead = row.lead_id;
       [row.leads_date, row.channel, row.phone || "\u2013", row.booking_date || "\u2013",
-       row.transaction_date || "\u2013", money(row.transaction_value),
-       row.campaign_id || "\u2013", row.medium || "\u2013",
+       row.transaction_date || "\u2013", money(row.transaction_value), null,
+       row.medium || "\u2013",
       ].forEach((v) => { tr.insertCell().textContent = v; });
+      campaignCell(tr.cells[6], row.campaign, row.campaign_name, row.campaign_id);
     });
     const first = index * LEAD_PAGE;
     const total = loaded.page.summary.total.leads;
@@ -261,12 +262,13 @@
   const groupsOf = (summary) => [...summary.by_channel.map((c) => [c.channel, c]),
                                  ["All channels", summary.total]];
 
-  // [name, figures] pairs (the last one the total) as rows of table `id`: `cells(figures)`
-  // gives a row's cells after the name, each a text or [text, class].
+  // [name, figures, campaign] triples (the last one the total) as rows of table `id`:
+  // `cells(figures)` gives a row's cells after the name, each a text or [text, class]. A
+  // campaign group (`campaign`: {name}) shows its name, or its key marked unknown.
   function groupRows(id, groups, cells) {
     const body = $(id).tBodies[0];
     body.replaceChildren();
-    groups.forEach(([name, f], i) => {
+    groups.forEach(([name, f, campaign], i) => {
       const tr = body.insertRow();
       tr.dataset.channel = name;
       if (i === groups.length - 1) tr.className = "total";
@@ -276,8 +278,25 @@
         td.textContent = v;
         if (cls) td.className = cls;
       });
+      if (campaign) campaignCell(tr.cells[0], name, campaign.name);
     });
   }
+
+  // A campaign as people read it: its name (the key in the tooltip), or, for a key no payload
+  // or import named, the key itself marked "unknown" (never left out).
+  function campaignCell(td, key, name, raw) {
+    td.replaceChildren();
+    if (!key) { td.textContent = "\u2013"; return; }
+    td.textContent = name || key;
+    td.title = [key, raw && raw !== key ? "id " + raw : ""].filter(Boolean).join(", ");
+    if (!name) {
+      const mark = document.createElement("span");
+      mark.className = "unknown";
+      mark.textContent = "unknown";
+      td.append(" ", mark);
+    }
+  }
+  const campaignLabel = (key, name) => name || key + " (unknown)";
 
   function renderSummary(summary) {
     groupRows("summary", groupsOf(summary), (f) => [
@@ -321,7 +340,8 @@
       const q = shown();
       q.set("by", by);
       const found = await get("funnel-report/breakdown", q);
-      groups = [...found.groups.map((g) => [g.value === null ? "(none)" : g.value, g]),
+      groups = [...found.groups.map((g) => [g.value === null ? "(none)" : g.value, g,
+                                            by === "campaign" && g.value !== null ? g : null]),
                 ["All leads", total]];
       if (found.omitted_groups) {
         note = `The ${found.groups.length} ${BY_NAMES[by][1]} with the most leads; ` +
@@ -334,7 +354,9 @@
     $("steps-note").hidden = !note;
     draw("chart-steps", {
       type: "bar",
-      data: { labels: groups.map((g) => g[0]), datasets: COUNTS.map(([k, label, color]) => ({
+      data: { labels: groups.map(([name, , campaign]) => (
+                campaign ? campaignLabel(name, campaign.name) : name)),
+              datasets: COUNTS.map(([k, label, color]) => ({
         label, backgroundColor: color, data: groups.map(([, f]) => f[k]) })) },
       options: { scales: { y: { beginAtZero: true } },
                  plugins: { valueLabels: { format: (v) => integer.format(v) } } },
@@ -477,6 +499,27 @@
     });
   }
 
+  // The campaign filter's suggestions: every campaign's key, labelled with its name (GET
+  // campaigns, once). The filter takes a key or a raw campaign id; without the list it still
+  // works, so a failure here only leaves the suggestions out.
+  let campaignsListed = false;
+  async function renderCampaignPicker() {
+    if (campaignsListed) return;
+    campaignsListed = true;
+    try {
+      const found = await get("campaigns", new URLSearchParams([["limit", "1000"]]));
+      $("campaign-list").replaceChildren(...found.campaigns.map((c) => {
+        const option = document.createElement("option");
+        option.value = c.campaign;
+        option.label = campaignLabel(c.campaign, c.name);
+        return option;
+      }));
+    } catch (err) {
+      if (err instanceof AuthError) throw err;
+      campaignsListed = false;
+    }
+  }
+
   async function load() {
     if (!sessionStorage.getItem(KEY)) return showLogin();
     document.body.dataset.state = "loading";
@@ -505,7 +548,7 @@
       renderOverTime();
       renderDurations(durations);
       leadCursors = [null];
-      await Promise.all([renderSteps(), loadLeads(0)]);
+      await Promise.all([renderSteps(), loadLeads(0), renderCampaignPicker()]);
       $("status").textContent = `${integer.format(page.summary.total.leads)} leads, lead dates ` +
         `${q.get("start")} to ${q.get("end")} (${page.filters.timezone}; today ${today})`;
       document.body.dataset.state = "ready";

@@ -5,8 +5,10 @@
 2. insert the new ones into `classified_messages` (the unique idempotency key drops
    redeliveries), learn rooms' customers and resolve agent messages that were waiting for
    their room;
-3. recompute the lead cycles of exactly the customers the batch touched and merge the result
-   into `funnel` and `transactions` (rows that did not change keep their `updated_at`). A
+3. register what the batch says about campaigns (`store.campaigns.learn`);
+4. recompute the lead cycles of exactly the customers the batch touched and merge the result
+   into `funnel` and `transactions` (rows that did not change keep their `updated_at`), each
+   row with its resolved campaign (`funnel.campaign`). A
    customer is recomputed from the last of their stored cycles that opened before the batch's
    earliest message for them (`engine.cycles.Resume`), reading only the messages from that
    cycle's opening on; the cycles before it cannot change. A customer with no such cycle is
@@ -34,6 +36,7 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.copy import Copy, FileWriter
 
 from funnel_ingest.engine import channels
+from funnel_ingest.engine.campaigns import CampaignEntry
 from funnel_ingest.engine.classify import Classifier
 from funnel_ingest.engine.cycles import (
     CAMPAIGN_REPLY_WINDOW,
@@ -47,6 +50,7 @@ from funnel_ingest.engine.cycles import (
 )
 from funnel_ingest.engine.model import STAGES
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, StatusEvent
+from funnel_ingest.store import campaigns
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +60,16 @@ MESSAGE_COLUMNS = (
     "channel_hint", "room_channel", "medium", "campaign_id", "ad_id", "referral", "context_id",
     "raw_key",
     "raw_line", "stages", "keywords", "opening_keyword", "opening_channel", "payment", "amount",
-    "requested_date", "keyword_version",
+    "requested_date", "keyword_version", "template_name", "campaign_name", "broadcast_id",
 )
 FUNNEL_COLUMNS = (
     "lead_id", "leads_date", "channel", "phone", "booking_date", "transaction_date",
     "transaction_value", "customer_key", "cycle", "lead_at", "booking_at", "transaction_at",
     "transaction_total", "transactions", "requested_date", "campaign_id", "ad_id",
-    "opening_keyword", "opening_source", "opening_message_id", "medium", "campaign",
+    "opening_keyword", "opening_source", "opening_message_id", "medium",
 )
+"""What the lead cycles compute; `_merge_funnel` adds `campaign`, resolved in Postgres from the
+campaign registry (`store.campaigns.resolved`)."""
 TX_COLUMNS = ("message_pk", "lead_id", "customer_key", "paid_at", "paid_date", "amount",
               "direction")
 _CYCLE_SELECT = """
@@ -208,7 +214,7 @@ def _message_values(messages: Iterable[NormalizedMessage], classifier: Classifie
             m.context_id,
             m.raw_key, m.raw_line, _text_array(c.stages), _text_array(c.keywords),
             c.opening_keyword, c.opening_channel, c.payment, c.amount, c.requested_date,
-            c.keyword_version,
+            c.keyword_version, m.template_name, m.campaign_name, m.broadcast_id,
         )
 
 
@@ -352,9 +358,14 @@ def _apply_stage(conn: psycopg.Connection, tz: ZoneInfo, rules: CycleRules,
     result.inserted = sum(result.inserted_by_day.values())
     result.duplicates = result.received - result.inserted
     _resolve_rooms(conn)
+    learned = campaigns.learn(conn)
     _refresh_statistics(conn, result.inserted)
     t2 = time.perf_counter()
     _recompute_touched(conn, tz, rules, result)
+    if learned:
+        # the rows the merge left alone whose campaign a new ref names (the touched
+        # customers' only: payload refs concern the customers of the messages carrying them)
+        resolve_campaigns(conn, "new_campaign_refs", customers="touched_customers")
     t3 = time.perf_counter()
     result.seconds = {**seconds, "insert": t2 - t1, "funnel": t3 - t2}
     return result
@@ -441,7 +452,7 @@ def _funnel_rows(funnels: Iterable[tuple[str, CustomerFunnel]], tz: ZoneInfo
                 ld.transaction_value, ld.customer_key, ld.cycle, ld.lead_at, ld.booking_at,
                 ld.transaction_at, ld.transaction_total, ld.transactions, ld.requested_date,
                 ld.campaign_id, ld.ad_id, ld.opening_keyword, ld.opening_source,
-                ld.opening_message_id, ld.medium, ld.campaign_id))
+                ld.opening_message_id, ld.medium))
         for p in f.payments:
             payments.append((p.message_pk, p.lead_id, p.customer_key, p.paid_at,
                              p.paid_at.astimezone(tz).date(), p.amount, p.direction))
@@ -541,11 +552,15 @@ def _merge_funnel(conn: psycopg.Connection, leads: list[tuple], payments: list[t
                      f"WHERE t.lead_id = f.lead_id AND {in_scope}")
     conn.execute(f"""DELETE FROM funnel f WHERE {in_scope}
                        AND NOT EXISTS (SELECT 1 FROM stage_funnel s WHERE s.lead_id = f.lead_id)""")
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FUNNEL_COLUMNS if c != "lead_id")
+    merged = (*FUNNEL_COLUMNS, "campaign")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in merged if c != "lead_id")
     changed = " OR ".join(f"funnel.{c} IS DISTINCT FROM EXCLUDED.{c}"
-                          for c in FUNNEL_COLUMNS if c != "lead_id")
+                          for c in merged if c != "lead_id")
     cols = ", ".join(FUNNEL_COLUMNS)
-    conn.execute(f"""INSERT INTO funnel ({cols}) SELECT {cols} FROM stage_funnel
+    conn.execute(f"""INSERT INTO funnel ({cols}, campaign)
+                     SELECT {cols}, CASE WHEN s.campaign_id IS NOT NULL OR s.ad_id IS NOT NULL
+                                         THEN {campaigns.resolved("s")} END
+                       FROM stage_funnel s
                      ON CONFLICT (lead_id) DO UPDATE SET {updates}, updated_at = now()
                      WHERE {changed}""")
     tx_cols = ", ".join(TX_COLUMNS)
@@ -558,6 +573,40 @@ def compact_summary(conn: psycopg.Connection) -> int:
     was running). Writers never wait on it; readers are right before and after."""
     with conn.transaction():
         return conn.execute("SELECT funnel_summary_compact()").fetchone()[0]
+
+
+def resolve_campaigns(conn: psycopg.Connection, refs: str, customers: str | None = None) -> int:
+    """Re-resolve `funnel.campaign` of the rows whose campaign_id or ad_id is one of the refs
+    in the table `refs` (kind, ref) — the refs a batch added or an import changed — writing
+    only the rows whose campaign changes (with `updated_at`); `customers`: only the rows of
+    the customers in that table (whose locks the caller holds). Plain UPDATEs of `funnel`, as
+    its other writes. Returns the rows updated."""
+    scope = (f"AND f.customer_key IN (SELECT customer_key FROM {customers})"
+             if customers else "")
+    return conn.execute(f"""
+        UPDATE funnel f SET campaign = x.campaign, updated_at = now()
+          FROM (SELECT a.lead_id, {campaigns.resolved("a")} AS campaign
+                  FROM (SELECT f2.lead_id, f2.campaign_id, f2.ad_id FROM funnel f2
+                          JOIN {refs} r ON r.kind = 'message' AND f2.campaign_id = r.ref
+                        UNION
+                        SELECT f2.lead_id, f2.campaign_id, f2.ad_id FROM funnel f2
+                          JOIN {refs} r ON r.kind = 'ad' AND f2.ad_id = r.ref) a) x
+         WHERE f.lead_id = x.lead_id AND f.campaign IS DISTINCT FROM x.campaign {scope}
+        """).rowcount
+
+
+def import_campaigns(conn: psycopg.Connection, entries: Sequence[CampaignEntry]
+                     ) -> campaigns.ImportResult:
+    """An import of campaign entries (engine.campaigns) in a transaction of its own: the
+    registry updated (`store.campaigns.apply_entries`) and the funnel rows whose campaign
+    changed re-resolved. It holds the writers' lock exclusively, as `rebuild` does: drains
+    wait for it (an import is a rare operator action that may re-point refs the leads of any
+    customer use, and it takes a second or two). Idempotent."""
+    with conn.transaction():
+        lock_writers(conn, exclusive=True)
+        named, added, moved, removed = campaigns.apply_entries(conn, entries)
+        leads = resolve_campaigns(conn, "changed_campaign_refs")
+    return campaigns.ImportResult(len(entries), named, added, moved, removed, leads)
 
 
 def rebuild(conn: psycopg.Connection, tz: ZoneInfo, rules: CycleRules = DEFAULT_RULES) -> int:

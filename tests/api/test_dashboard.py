@@ -382,3 +382,51 @@ def test_the_vendored_chart_library_is_served_unchanged(api):
                                   "/static/nothing.js", "/static/vendor", "/static/../../README.md"])
 def test_static_serves_only_its_own_files(api, path):
     assert api.client.get(path).status_code == 404
+
+
+@needs_browser
+def test_dashboard_shows_campaign_names_marks_unknown_ids_and_filters_by_campaign(
+        api, funnel_db, key):
+    """The step funnel by campaign and the lead list show a campaign's name (its key in the
+    tooltip); a key no payload or import named is shown as itself, marked unknown; the
+    campaign filter suggests every campaign and selects its leads."""
+    insert(funnel_db, [lead("campaign_blast", campaign="template:promo", minute=n,
+                            lead_id=f"named-{n}") for n in range(3)]
+           + [lead("campaign_blast", campaign="wamid.unknown", minute=5, lead_id="unknown"),
+              lead("direct", minute=6, lead_id="none")])
+    funnel_db.execute("INSERT INTO campaigns (campaign, name, kind, source) VALUES "
+                      "('template:promo', 'Promo Desember', 'template', 'whatsapp')")
+    funnel_db.commit()
+    url = f"{api.base_url}/dashboard?start={DAY}&end={DAY}&by=campaign#key={key['X-API-Key']}"
+    with ready_page(url) as page:
+        page.wait_for_selector('#steps[data-by="campaign"]')
+        dom = page.content()
+        assert step_row(dom, "template:promo")[0] == "Promo Desember"
+        assert step_row(dom, "template:promo")[1] == "3"
+        unknown = page.locator('#steps tr[data-channel="wamid.unknown"] td').first
+        assert unknown.inner_text() == "wamid.unknown unknown"
+        assert unknown.locator("span.unknown").count() == 1
+        assert step_row(dom, "(none)")[0] == "(none)"
+
+        def campaign_cell(lead_id: str) -> str:
+            return page.locator(f'#leads tr[data-lead="{lead_id}"] td').nth(6).inner_text()
+
+        assert campaign_cell("named-0") == "Promo Desember"
+        assert page.get_attribute('#leads tr[data-lead="named-0"] td:nth-child(7)',
+                                  "title") == "template:promo"
+        assert campaign_cell("unknown") == "wamid.unknown unknown"
+        assert campaign_cell("none") == "\u2013"
+        page.wait_for_selector("#campaign-list option >> nth=1", state="attached")
+        options = page.eval_on_selector_all(
+            "#campaign-list option", "os => os.map(o => [o.value, o.label])")
+        assert options == [["template:promo", "Promo Desember"],
+                           ["wamid.unknown", "wamid.unknown (unknown)"]]
+
+        page.fill("#campaign", "template:promo")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector('#leads tr[data-lead="unknown"]', state="detached")
+        page.wait_for_selector("body[data-state=ready]")
+        assert page.inner_text("#leads-page") == "1\u20133 of 3"
+        shown = page.eval_on_selector_all("#leads tbody tr", "rows => rows.map(r => "
+                                          "r.dataset.lead)")
+        assert sorted(shown) == ["named-0", "named-1", "named-2"]

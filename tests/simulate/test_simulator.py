@@ -413,7 +413,7 @@ def test_amounts_appear_in_the_text(sim_big: Simulation) -> None:
 
 _COMPARED = ("source", "message_id", "sent_at", "direction", "sender_type", "text", "phone",
              "user_id", "room_id", "message_type", "channel_hint", "room_channel", "campaign_id",
-             "ad_id", "referral", "context_id")
+             "ad_id", "referral", "context_id", "template_name", "campaign_name", "broadcast_id")
 
 
 def _parse_all(samples) -> list[NormalizedMessage]:

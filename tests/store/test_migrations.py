@@ -154,3 +154,44 @@ def test_005_moves_stored_media_out_of_the_channel_hint(fresh_db, tmp_path):
                    "q2": ("website", "webchat"), "q3": (None, "instagram"),
                    "g1": (None, "instagram"), "g2": (None, "whatsapp"),
                    "g3": ("tiktok", None), "g4": ("website", None)}
+
+
+def test_007_seeds_the_campaign_registry_from_stored_messages_and_resolves_the_funnel(
+        fresh_db, tmp_path):
+    """Ads named by their stored referral's headline and the generic format's campaign labels
+    enter the registry; every stored lead gets its resolved campaign, an unknown id as itself."""
+    import shutil
+
+    for m in db.load_migrations():
+        if m.version < 7:
+            shutil.copy(db.sql_dir() / f"{m.version:03d}_{m.name}.sql", tmp_path)
+    assert db.migrate(fresh_db, tmp_path) == [1, 2, 3, 4, 5, 6]
+    messages = [("whatsapp", "w1", None, "111", '{"source_id": "111", "headline": "Old"}', 1),
+                ("whatsapp", "w2", None, "111", '{"source_id": "111", "headline": "Promo\\nBali"}',
+                 2),
+                ("generic", "g1", "promo-10", None, None, 1),
+                ("generic", "g2", None, "222", None, 1),
+                ("generic", "g3", "", "", None, 1)]       # empty ids: the format allows them
+    leads = [("l1", None, "111"), ("l2", "promo-10", None), ("l3", "wamid.x", None),
+             ("l4", None, "222"), ("l5", None, None), ("l6", "", "")]
+    with psycopg.connect(fresh_db) as conn:
+        for source, mid, campaign, ad, referral, day in messages:
+            conn.execute(
+                "INSERT INTO classified_messages (source, message_id, direction, sender_type, "
+                "sent_at, message_date, raw_key, campaign_id, ad_id, referral) VALUES "
+                "(%s, %s, 'inbound', 'customer', %s, current_date, 'k', %s, %s, %s)",
+                (source, mid, f"2025-10-0{day}T03:00:00+00", campaign, ad, referral))
+        for lead_id, campaign, ad in leads:
+            conn.execute(
+                "INSERT INTO funnel (lead_id, leads_date, channel, customer_key, cycle, lead_at, "
+                "opening_source, opening_message_id, campaign_id, ad_id) VALUES "
+                "(%s, current_date, 'ads', %s, 1, now(), 'whatsapp', 'm', %s, %s)",
+                (lead_id, lead_id, campaign, ad))
+    assert db.migrate(fresh_db)[0] == 7
+    with psycopg.connect(fresh_db) as conn:
+        registry = set(conn.execute("SELECT campaign, name, kind FROM campaigns"))
+        resolved = dict(conn.execute("SELECT lead_id, campaign FROM funnel"))
+    assert registry == {("ad:111", "Promo Bali", "ad"), ("ad:222", None, "ad"),
+                        ("promo-10", None, "broadcast")}
+    assert resolved == {"l1": "ad:111", "l2": "promo-10", "l3": "wamid.x", "l4": "ad:222",
+                        "l5": None, "l6": None}

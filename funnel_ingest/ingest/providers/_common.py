@@ -41,6 +41,29 @@ def _no_control_characters(value: str | None) -> str | None:
 # An id or a label (message / room / campaign / ad ids, channel names, phones, types).
 Label = Annotated[str, AfterValidator(_no_control_characters)]
 
+MAX_NAME = 200
+_BLANKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def display_name(value: Any) -> str | None:
+    """A campaign, template or ad name a payload carries, as a one-line label: control
+    characters and runs of blanks become one space, at most MAX_NAME characters; None when
+    there is none. Names are read leniently (a name of an unexpected shape is ignored, never a
+    reason to refuse the webhook): they only label a campaign."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    name = _BLANKS.sub(" ", str(value)).strip()[:MAX_NAME].strip()
+    return name or None
+
+
+def plain_id(value: Any) -> str | None:
+    """An optional id a payload may carry (a broadcast id): a string or number without control
+    characters, of 1 to MAX_NAME characters; else None (ignored, as `display_name`)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value).strip()
+    return text if 0 < len(text) <= MAX_NAME and not _CONTROL.search(text) else None
+
 
 class Lenient(BaseModel):
     """Provider models: unknown fields are allowed (providers add fields over time)."""

@@ -1,12 +1,14 @@
 """The original generic CRM format (kept compatible), one object or an array of them:
 
     {"room_id": "...", "channel": "ads" | "source": "...", "medium": "instagram",
+     "campaign_id": "...", "campaign_name": "...", "ad_id": "...",
      "sender": {"type": "customer" | "agent", "phone": "..."},
      "message": {"id": "...", "text": "..."}, "timestamp": "ISO-8601 or unix time"}
 
 `channel` (or `source`) is the CRM's label: a marketing channel (ads, tiktok, event_jakarta)
 or a medium (whatsapp, instagram, ...), told apart by `engine.channels.label`; `medium` names
-the medium explicitly.
+the medium explicitly. `campaign_name` names the campaign (`campaign_id`), else the ad
+(`ad_id`): the campaign registry shows it (docs/funnel.md, Campaigns).
 
 Message ids are only unique within a room, so the room is part of the idempotency key. An agent's
 message belongs to the room's customer, never to the agent's own phone: the parser leaves its
@@ -25,6 +27,7 @@ from funnel_ingest.ingest.providers._common import (
     Label,
     Lenient,
     PayloadError,
+    display_name,
     parse_timestamp,
     validate_json,
 )
@@ -53,6 +56,7 @@ class GenericMessage(Lenient):
     source: Label | None = Field(default=None, max_length=100)
     medium: Label | None = Field(default=None, max_length=100)
     campaign_id: Label | None = Field(default=None, max_length=200)
+    campaign_name: str | None = Field(default=None, max_length=1000)
     ad_id: Label | None = Field(default=None, max_length=200)
     sender: GenericSender
     message: GenericBody
@@ -98,5 +102,7 @@ def parse(body: bytes) -> ParseResult:
             channel_hint=named.channel, medium=channels.medium(g.medium) or named.medium,
             campaign_id=g.campaign_id,
             ad_id=g.ad_id,
+            campaign_name=display_name(g.campaign_name)
+            if g.campaign_id or g.ad_id else None,
         ))
     return result

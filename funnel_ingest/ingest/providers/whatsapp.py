@@ -2,19 +2,28 @@
 
 Every entry, change and message is read (a body may batch many). Text comes from `text.body`,
 else `button.text`, `interactive.*_reply.title`, or a media caption. A Click-to-WhatsApp
-`referral` marks the lead as coming from an ad; a `button` reply to a template (with `context`)
-marks a campaign-blast reply. Customers are keyed by phone (`from`, international digits), else
-by their business-scoped user id (BSUID, when the phone is withheld).
+`referral` marks the lead as coming from an ad (its `headline` names the ad); a `button` reply to
+a template (with `context`) marks a campaign-blast reply. An echo of a template message (`type`
+`template`, `template.name`) tells which template that message id was sent as, so the replies
+that point at it by `context.id` can be named. Customers are keyed by phone (`from`,
+international digits), else by their business-scoped user id (BSUID, when the phone is
+withheld).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from funnel_ingest.ingest.providers import phones
-from funnel_ingest.ingest.providers._common import Label, Lenient, parse_timestamp, validate_json
+from funnel_ingest.ingest.providers._common import (
+    Label,
+    Lenient,
+    display_name,
+    parse_timestamp,
+    validate_json,
+)
 from funnel_ingest.messages import DeadLetter, NormalizedMessage, ParseResult, StatusEvent
 
 SOURCE = "whatsapp"
@@ -77,6 +86,7 @@ class WaMessage(Lenient):
     document: WaMedia | None = None
     referral: WaReferral | None = None
     context: WaContext | None = None
+    template: Any = None   # a template message: {"name", "language", "components"}
 
 
 class WaStatus(Lenient):
@@ -134,6 +144,11 @@ def _text_of(m: WaMessage) -> str:
     return ""
 
 
+def _template_name(m: WaMessage) -> str | None:
+    """The template an (echoed) template message was sent as."""
+    return display_name(m.template.get("name")) if isinstance(m.template, dict) else None
+
+
 def _customer(phone_digits: str | None, user_id: str | None) -> tuple[str | None, str | None, str | None]:
     phone = phones.from_provider_id(phone_digits)
     if phone:
@@ -181,6 +196,7 @@ def parse(body: bytes) -> ParseResult:
                     campaign_id=campaign_id, medium=MEDIUM,
                     referral=m.referral.model_dump(exclude_none=True) if m.referral else None,
                     context_id=m.context.id if m.context else None,
+                    campaign_name=display_name(m.referral.headline) if m.referral else None,
                 ))
             for i, m in enumerate(value.message_echoes):
                 sent_at = parse_timestamp(m.timestamp, f"{where}.message_echoes.{i}.timestamp")
@@ -196,6 +212,7 @@ def parse(body: bytes) -> ParseResult:
                     sender_type="business", text=_text_of(m), customer_key=key, phone=phone,
                     user_id=uid, message_type=m.type, medium=MEDIUM,
                     context_id=m.context.id if m.context else None,
+                    template_name=_template_name(m),
                 ))
             for i, s in enumerate(value.statuses):
                 status_at = parse_timestamp(s.timestamp, f"{where}.statuses.{i}.timestamp")
