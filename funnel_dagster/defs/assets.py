@@ -157,6 +157,8 @@ FUNNEL_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("medium", "text", "Messaging app of the conversation (whatsapp, instagram, "
                    "webchat, ...); never the channel"),
     dg.TableColumn("updated_at", "timestamptz", "When the row last changed"),
+    dg.TableColumn("campaign", "text", "The lead's campaign in the campaign registry (a "
+                   "template, broadcast, ad or imported name), else its campaign id as is"),
 ])
 
 
