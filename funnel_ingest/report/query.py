@@ -412,15 +412,19 @@ def _times(filt: ReportFilter, columns: tuple[str, ...]) -> sql.Composable:
         return sql.SQL("SELECT {} FROM {} WHERE {}").format(
             picked, sql.Identifier(daily_table), _summary_where(part))
 
-    first = filt.start and filt.start + timedelta(days=-filt.start.weekday() % 7)  # a Monday
-    last = filt.end and filt.end - timedelta(days=(filt.end.weekday() + 1) % 7)  # a Sunday
+    try:
+        first = filt.start and filt.start + timedelta(days=-filt.start.weekday() % 7)  # Monday
+        last = filt.end and filt.end - timedelta(days=(filt.end.weekday() + 1) % 7)  # Sunday
+        last_week = last and last - timedelta(days=6)  # the Monday of the last whole week
+    except OverflowError:  # a range at the calendar's ends (year 1 or 9999): no whole week
+        return days(filt)
     if "leads_date" in columns or (first is not None and last is not None and last < first):
         return days(filt)  # per day, or no whole week in the range
     weeks = [_summary_where(replace(filt, start=None, end=None))]
     if first is not None:
         weeks.append(sql.SQL("week >= {}").format(sql.Literal(first)))
     if last is not None:
-        weeks.append(sql.SQL("week <= {}").format(sql.Literal(last - timedelta(days=6))))
+        weeks.append(sql.SQL("week <= {}").format(sql.Literal(last_week)))
     parts = [sql.SQL("SELECT {} FROM {} WHERE {}").format(
         picked, sql.Identifier(weekly_table), sql.SQL(" AND ").join(weeks))]
     if filt.start is not None and first > filt.start:

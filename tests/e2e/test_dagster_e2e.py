@@ -39,7 +39,8 @@ from tests.private_stack import private_stack
 REPO = Path(__file__).resolve().parents[2]
 E2E_REDIS_DB = 11
 FUNNEL_TIMEOUT = 60.0
-LINEAGE_ASSETS = ("keywords", "classified_messages", "funnel", "funnel_report_csv")
+LINEAGE_ASSETS = ("keywords", "classified_messages", "funnel", "funnel_report_csv",
+                  "meta_conversions")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -280,7 +281,7 @@ def test_lineage_page_shows_the_assets(running: Running) -> None:
         shutil.copy(png, target / "lineage.png")
         print(f"copied to {target / 'lineage.png'}")
 
-    # the UI's API lists exactly these four as materializable assets (the page's data)
+    # the UI's API lists exactly these as materializable assets (the page's data)
     nodes = dagster.graphql("{ assetNodes { assetKey { path } isMaterializable } }")["assetNodes"]
     assert {"/".join(n["assetKey"]["path"]) for n in nodes if n["isMaterializable"]} \
         == set(LINEAGE_ASSETS)

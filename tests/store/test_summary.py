@@ -234,3 +234,15 @@ def test_the_migration_summarises_the_leads_stored_before_it(settings, tmp_path)
             assert_matches(conn, DAY, DAY + timedelta(days=9))
     finally:
         db.drop_database(url)
+
+
+def test_ranges_at_the_calendars_ends_read_their_days(funnel_db):
+    """A range reaching year 1 or 9999 has no whole week to read (the Monday or Sunday around
+    its end does not exist): it reads the daily rows, never fails."""
+    insert(funnel_db, [lead("ads", book=60)])
+    for filt in (ReportFilter(end=date(1, 1, 1)), ReportFilter(start=date(9999, 12, 28)),
+                 ReportFilter(start=date(1, 1, 1), end=date(9999, 12, 31))):
+        got = query.summary(funnel_db, filt)["total"]
+        assert got["leads"] == (1 if filt.start == date(1, 1, 1) else 0)
+        query.breakdown(funnel_db, filt, "campaign")
+        query.durations(funnel_db, filt)
