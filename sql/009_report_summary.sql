@@ -143,6 +143,25 @@ CREATE INDEX IF NOT EXISTS funnel_summary_channel_week_times_week
 CREATE INDEX IF NOT EXISTS funnel_summary_channel_week_times_loose
     ON funnel_summary_channel_week_times (week) WHERE NOT compacted;
 
+-- The statement appending the time histograms' differences to `target`, whose group columns
+-- are `keys` (a `week` column is the Monday of the lead date's week).
+CREATE OR REPLACE FUNCTION funnel_summary_times_statement(target text, keys text, changes text)
+    RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT format($q$
+        INSERT INTO %1$s (%2$s, stage, bucket, leads, milliseconds)
+        SELECT %3$s, t.stage, width_bucket(t.seconds, $1), sum(sign),
+               sum(sign * round(t.seconds * 1000))
+          FROM (%4$s) AS c,
+               LATERAL (VALUES ('booking', extract(epoch FROM booking_at - lead_at)),
+                               ('transaction', extract(epoch FROM transaction_at - lead_at)))
+                       AS t (stage, seconds)
+         WHERE t.seconds IS NOT NULL
+         GROUP BY %2$s, t.stage, width_bucket(t.seconds, $1)
+        HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$,
+        target, keys,
+        replace(keys, 'week', $w$date_trunc('week', leads_date)::date AS week$w$), changes)
+$$;
+
 -- The statements that append the differences of the leads in `changes` (a query of funnel rows
 -- with a `sign` column: +1 for a row as it is now, -1 for a row as it was), one row per group
 -- that changed; $1 is duration_bucket_edges(). Run by the trigger, which alone sees the
@@ -169,56 +188,14 @@ CREATE OR REPLACE FUNCTION funnel_summary_statements(changes text) RETURNS text[
             OR sum(sign) FILTER (WHERE transaction_value IS NOT NULL) <> 0
             OR coalesce(sum(sign * transaction_value), 0) <> 0
             OR coalesce(sum(sign * transaction_total), 0) <> 0$q$, changes),
-        format($q$
-        INSERT INTO funnel_summary_times (leads_date, channel, medium, campaign, ad_id,
-                                          opening_keyword, stage, bucket, leads, milliseconds)
-        SELECT leads_date, channel, medium, campaign, ad_id, opening_keyword, t.stage,
-               width_bucket(t.seconds, $1), sum(sign), sum(sign * round(t.seconds * 1000))
-          FROM (%s) AS c,
-               LATERAL (VALUES ('booking', extract(epoch FROM booking_at - lead_at)),
-                               ('transaction', extract(epoch FROM transaction_at - lead_at)))
-                       AS t (stage, seconds)
-         WHERE t.seconds IS NOT NULL
-         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-        HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$, changes),
-        format($q$
-        INSERT INTO funnel_summary_week_times (week, channel, medium, campaign, ad_id,
-                                               opening_keyword, stage, bucket, leads,
-                                               milliseconds)
-        SELECT date_trunc('week', leads_date)::date, channel, medium, campaign, ad_id,
-               opening_keyword, t.stage, width_bucket(t.seconds, $1), sum(sign),
-               sum(sign * round(t.seconds * 1000))
-          FROM (%s) AS c,
-               LATERAL (VALUES ('booking', extract(epoch FROM booking_at - lead_at)),
-                               ('transaction', extract(epoch FROM transaction_at - lead_at)))
-                       AS t (stage, seconds)
-         WHERE t.seconds IS NOT NULL
-         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-        HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$, changes),
-        format($q$
-        INSERT INTO funnel_summary_channel_times (leads_date, channel, medium, stage, bucket,
-                                                  leads, milliseconds)
-        SELECT leads_date, channel, medium, t.stage, width_bucket(t.seconds, $1), sum(sign),
-               sum(sign * round(t.seconds * 1000))
-          FROM (%s) AS c,
-               LATERAL (VALUES ('booking', extract(epoch FROM booking_at - lead_at)),
-                               ('transaction', extract(epoch FROM transaction_at - lead_at)))
-                       AS t (stage, seconds)
-         WHERE t.seconds IS NOT NULL
-         GROUP BY 1, 2, 3, 4, 5
-        HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$, changes),
-        format($q$
-        INSERT INTO funnel_summary_channel_week_times (week, channel, medium, stage, bucket,
-                                                       leads, milliseconds)
-        SELECT date_trunc('week', leads_date)::date, channel, medium, t.stage,
-               width_bucket(t.seconds, $1), sum(sign), sum(sign * round(t.seconds * 1000))
-          FROM (%s) AS c,
-               LATERAL (VALUES ('booking', extract(epoch FROM booking_at - lead_at)),
-                               ('transaction', extract(epoch FROM transaction_at - lead_at)))
-                       AS t (stage, seconds)
-         WHERE t.seconds IS NOT NULL
-         GROUP BY 1, 2, 3, 4, 5
-        HAVING sum(sign) <> 0 OR sum(sign * round(t.seconds * 1000)) <> 0$q$, changes)]
+        funnel_summary_times_statement('funnel_summary_times',
+            'leads_date, channel, medium, campaign, ad_id, opening_keyword', changes),
+        funnel_summary_times_statement('funnel_summary_week_times',
+            'week, channel, medium, campaign, ad_id, opening_keyword', changes),
+        funnel_summary_times_statement('funnel_summary_channel_times',
+            'leads_date, channel, medium', changes),
+        funnel_summary_times_statement('funnel_summary_channel_week_times',
+            'week, channel, medium', changes)]
 $$;
 
 CREATE OR REPLACE FUNCTION funnel_summary_trigger() RETURNS trigger
@@ -261,76 +238,64 @@ DROP TRIGGER IF EXISTS funnel_summary_truncate ON funnel;
 CREATE TRIGGER funnel_summary_truncate AFTER TRUNCATE ON funnel
     FOR EACH STATEMENT EXECUTE FUNCTION funnel_summary_trigger();
 
--- Folds the loose rows of every day that has some into one row per group (groups whose sums
--- are all 0 are dropped). One compaction at a time (others return at once: the next one folds
--- what they left); returns the number of days folded, or -1 when another compaction runs.
--- Concurrent writers only append, so they never wait on it; a reader sees the day before or
--- after the fold, with the same sums.
+-- Folds the rows of `target` in the `periods` (values of its column `period`) into one row
+-- per group (`keys`), summing `sums`; groups whose sums are all 0 are dropped.
+CREATE OR REPLACE FUNCTION funnel_summary_fold(target text, period text, keys text, sums text,
+                                               periods date[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format($q$
+        WITH gone AS (DELETE FROM %1$s WHERE %2$s = ANY($1) RETURNING *)
+        INSERT INTO %1$s (%2$s, %3$s, %4$s, compacted)
+        SELECT %2$s, %3$s, %5$s, true FROM gone GROUP BY %2$s, %3$s HAVING %6$s$q$,
+        target, period, keys, sums,
+        (SELECT string_agg(format('sum(%s)', s), ', ') FROM unnest(string_to_array(sums, ', ')) s),
+        (SELECT string_agg(format('sum(%s) <> 0', s), ' OR ')
+           FROM unnest(string_to_array(sums, ', ')) s))
+    USING periods;
+END $$;
+
+-- Folds the loose rows of every day (and week) that has some into one row per group. One
+-- compaction at a time (others return at once: the next one folds what they left); returns
+-- the number of days folded, or -1 when another compaction runs. Concurrent writers only
+-- append, so they never wait on it; a reader sees the day before or after the fold, with the
+-- same sums.
 CREATE OR REPLACE FUNCTION funnel_summary_compact() RETURNS integer
     LANGUAGE plpgsql AS $$
 DECLARE
     days date[];
     weeks date[];
+    times text := 'stage, bucket';
+    dims text := 'channel, medium, campaign, ad_id, opening_keyword';
 BEGIN
     IF NOT pg_try_advisory_xact_lock(7305598112593717505) THEN  -- 'funnelsu' in ASCII
         RETURN -1;
+    END IF;
+    SELECT array_agg(DISTINCT week) INTO weeks
+      FROM funnel_summary_week_times WHERE NOT compacted;
+    IF weeks IS NOT NULL THEN
+        PERFORM funnel_summary_fold('funnel_summary_week_times', 'week',
+                                    dims || ', ' || times, 'leads, milliseconds', weeks);
+    END IF;
+    SELECT array_agg(DISTINCT week) INTO weeks
+      FROM funnel_summary_channel_week_times WHERE NOT compacted;
+    IF weeks IS NOT NULL THEN
+        PERFORM funnel_summary_fold('funnel_summary_channel_week_times', 'week',
+                                    'channel, medium, ' || times, 'leads, milliseconds', weeks);
     END IF;
     SELECT array_agg(DISTINCT leads_date) INTO days
       FROM (SELECT leads_date FROM funnel_summary WHERE NOT compacted
             UNION SELECT leads_date FROM funnel_summary_times WHERE NOT compacted
             UNION SELECT leads_date FROM funnel_summary_channel_times WHERE NOT compacted) d;
-    SELECT array_agg(DISTINCT week) INTO weeks
-      FROM funnel_summary_week_times WHERE NOT compacted;
-    IF weeks IS NOT NULL THEN
-        WITH gone AS (DELETE FROM funnel_summary_week_times WHERE week = ANY(weeks)
-                      RETURNING *)
-        INSERT INTO funnel_summary_week_times (week, channel, medium, campaign, ad_id,
-                                               opening_keyword, stage, bucket, leads,
-                                               milliseconds, compacted)
-        SELECT week, channel, medium, campaign, ad_id, opening_keyword, stage, bucket,
-               sum(leads), sum(milliseconds), true
-          FROM gone GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-        HAVING sum(leads) <> 0 OR sum(milliseconds) <> 0;
-    END IF;
-    SELECT array_agg(DISTINCT week) INTO weeks
-      FROM funnel_summary_channel_week_times WHERE NOT compacted;
-    IF weeks IS NOT NULL THEN
-        WITH gone AS (DELETE FROM funnel_summary_channel_week_times WHERE week = ANY(weeks)
-                      RETURNING *)
-        INSERT INTO funnel_summary_channel_week_times (week, channel, medium, stage, bucket,
-                                                       leads, milliseconds, compacted)
-        SELECT week, channel, medium, stage, bucket, sum(leads), sum(milliseconds), true
-          FROM gone GROUP BY 1, 2, 3, 4, 5
-        HAVING sum(leads) <> 0 OR sum(milliseconds) <> 0;
-    END IF;
     IF days IS NULL THEN
         RETURN 0;
     END IF;
-    WITH gone AS (DELETE FROM funnel_summary WHERE leads_date = ANY(days) RETURNING *)
-    INSERT INTO funnel_summary (leads_date, channel, medium, campaign, ad_id, opening_keyword,
-                                leads, bookings, transactions, valued, revenue_sum,
-                                payments_sum, compacted)
-    SELECT leads_date, channel, medium, campaign, ad_id, opening_keyword, sum(leads),
-           sum(bookings), sum(transactions), sum(valued), sum(revenue_sum), sum(payments_sum),
-           true
-      FROM gone GROUP BY 1, 2, 3, 4, 5, 6
-    HAVING sum(leads) <> 0 OR sum(bookings) <> 0 OR sum(transactions) <> 0
-        OR sum(valued) <> 0 OR sum(revenue_sum) <> 0 OR sum(payments_sum) <> 0;
-    WITH gone AS (DELETE FROM funnel_summary_times WHERE leads_date = ANY(days) RETURNING *)
-    INSERT INTO funnel_summary_times (leads_date, channel, medium, campaign, ad_id,
-                                      opening_keyword, stage, bucket, leads, milliseconds,
-                                      compacted)
-    SELECT leads_date, channel, medium, campaign, ad_id, opening_keyword, stage, bucket,
-           sum(leads), sum(milliseconds), true
-      FROM gone GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-    HAVING sum(leads) <> 0 OR sum(milliseconds) <> 0;
-    WITH gone AS (DELETE FROM funnel_summary_channel_times WHERE leads_date = ANY(days)
-                  RETURNING *)
-    INSERT INTO funnel_summary_channel_times (leads_date, channel, medium, stage, bucket, leads,
-                                              milliseconds, compacted)
-    SELECT leads_date, channel, medium, stage, bucket, sum(leads), sum(milliseconds), true
-      FROM gone GROUP BY 1, 2, 3, 4, 5
-    HAVING sum(leads) <> 0 OR sum(milliseconds) <> 0;
+    PERFORM funnel_summary_fold('funnel_summary', 'leads_date', dims,
+        'leads, bookings, transactions, valued, revenue_sum, payments_sum', days);
+    PERFORM funnel_summary_fold('funnel_summary_times', 'leads_date', dims || ', ' || times,
+                                'leads, milliseconds', days);
+    PERFORM funnel_summary_fold('funnel_summary_channel_times', 'leads_date',
+                                'channel, medium, ' || times, 'leads, milliseconds', days);
     RETURN cardinality(days);
 END $$;
 
